@@ -1,0 +1,1 @@
+"""cdc-sync: change-data-capture replication with exactly-once effect."""

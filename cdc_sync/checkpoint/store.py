@@ -1,0 +1,198 @@
+"""Checkpoint store: the last applied source position per pipeline, monotonic and fenced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from cdc_sync.errors import FencedError, PermanentError
+from cdc_sync.records import Position
+from cdc_sync.state.tables import state_tables
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What the target has durably applied for one pipeline."""
+
+    pipeline: str
+    position: Position
+    source_tx: str | None
+    committed_at: datetime | None  # source commit time of the transaction at ``position``
+    updated_at: datetime  # when the target committed the checkpoint
+    token: int
+    owner: str | None = None
+    lease_expires_at: datetime | None = None
+    source_id: str | None = None
+
+
+class CheckpointStore:
+    """One pipeline's row in ``cdc_sync_checkpoints``.
+
+    Every method runs in the caller's transaction and never commits: the checkpoint must
+    commit atomically with the rows and audit it describes (invariant 1), which is what makes
+    re-delivery after a crash harmless (everything after the checkpoint is re-applied,
+    nothing before it is).
+    """
+
+    def __init__(self, pipeline: str, schema: str | None = None) -> None:
+        self.pipeline = pipeline
+        self.table = state_tables(schema).checkpoints
+        self._ttl: timedelta | None = None
+
+    # -- lease ---------------------------------------------------------------------------
+
+    def acquire(self, conn: sa.Connection, owner: str, ttl: float) -> int:
+        """Take the pipeline's lease and return a new fencing token (one higher than any
+        before). The newest taker always wins: a daemon that died holding the lease must not
+        block its replacement; the previous holder, if still alive, fails its next ``save``
+        with FencedError (invariant 6). The caller commits to publish the new token."""
+        t = self.table
+        self._ttl = timedelta(seconds=ttl)
+        expires = sa.func.now() + sa.text(f"interval '{float(ttl)} seconds'")
+        bumped = conn.execute(
+            t.update()
+            .where(t.c.pipeline == self.pipeline)
+            .values(token=t.c.token + 1, owner=owner, lease_expires_at=expires)
+        )
+        if bumped.rowcount == 0:
+            # First start of this pipeline. The savepoint keeps a concurrent first start's
+            # duplicate key from aborting the caller's transaction; we then bump its row.
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        t.insert().values(
+                            pipeline=self.pipeline, token=1, owner=owner, lease_expires_at=expires
+                        )
+                    )
+            except sa.exc.IntegrityError:
+                return self.acquire(conn, owner, ttl)
+        token = conn.execute(sa.select(t.c.token).where(t.c.pipeline == self.pipeline)).scalar_one()
+        return int(token)
+
+    # -- position ------------------------------------------------------------------------
+
+    def load(self, conn: sa.Connection) -> Checkpoint | None:
+        """The stored checkpoint, or None if nothing was applied yet."""
+        row = conn.execute(
+            sa.select(self.table).where(self.table.c.pipeline == self.pipeline)
+        ).first()
+        return _to_checkpoint(row) if row is not None else None
+
+    def list_all(self, conn: sa.Connection) -> list[Checkpoint]:
+        """Every pipeline's checkpoint in this target (for ``offsets show``)."""
+        rows = conn.execute(sa.select(self.table).order_by(self.table.c.pipeline))
+        return [cp for r in rows if (cp := _to_checkpoint(r)) is not None]
+
+    def save(
+        self,
+        conn: sa.Connection,
+        position: Position,
+        source_tx: str | None,
+        committed_at: datetime | None,
+        token: int,
+    ) -> None:
+        """Record ``position`` as applied, in the caller's (batch) transaction.
+
+        Fenced: only the holder of the newest token may write (FencedError otherwise).
+        Monotonic: a position before the stored one is a PermanentError (a source that went
+        back in time, or a bug); the same position again is fine (idempotent re-save).
+        """
+        t = self.table
+        # Row lock: a concurrent acquire() waits for our commit, so the token we check here
+        # is still the newest when the transaction commits.
+        current = conn.execute(
+            sa.select(t.c.position, t.c.token)
+            .where(t.c.pipeline == self.pipeline)
+            .with_for_update()
+        ).first()
+        if current is None or current.token != token:
+            raise FencedError(
+                f"pipeline {self.pipeline}: another daemon took over (fencing token {token} "
+                "is stale); this one must stop without committing"
+            )
+        if current.position is not None:
+            stored = Position.parse(current.position)
+            try:
+                backwards = position < stored
+            except TypeError:
+                raise PermanentError(
+                    f"pipeline {self.pipeline}: checkpoint {stored} and new position "
+                    f"{position} are of different kinds; reset the offsets to switch sources"
+                ) from None
+            if backwards:
+                raise PermanentError(
+                    f"pipeline {self.pipeline}: refusing to move the checkpoint backwards from "
+                    f"{stored} to {position}; use an explicit offsets reset for that"
+                )
+        values: dict[str, object] = {
+            "position": position.to_text(),
+            "source_tx": source_tx,
+            "committed_at": committed_at,
+            "updated_at": sa.func.now(),
+        }
+        if self._ttl is not None:
+            # Each committed batch renews the lease: lease_expires_at shows liveness.
+            values["lease_expires_at"] = sa.func.now() + sa.text(
+                f"interval '{self._ttl.total_seconds()} seconds'"
+            )
+        # The WHERE on token is the fence itself; the check above only gives a clear message.
+        done = conn.execute(
+            t.update().where(t.c.pipeline == self.pipeline, t.c.token == token).values(values)
+        )
+        if done.rowcount != 1:
+            raise FencedError(f"pipeline {self.pipeline}: fencing token {token} is stale")
+
+    def reset(self, conn: sa.Connection, position: Position | None) -> int:
+        """Set the checkpoint to ``position`` (None: forget it), backwards allowed, for the
+        offsets CLI. Bumps the token so a running daemon is fenced off rather than
+        overwriting the reset with its next batch. Returns the new token."""
+        t = self.table
+        text = position.to_text() if position is not None else None
+        done = conn.execute(
+            t.update()
+            .where(t.c.pipeline == self.pipeline)
+            .values(
+                position=text,
+                source_tx=None,
+                committed_at=None,
+                updated_at=sa.func.now(),
+                token=t.c.token + 1,
+                owner=None,
+                lease_expires_at=None,
+            )
+        )
+        if done.rowcount == 0:
+            conn.execute(t.insert().values(pipeline=self.pipeline, position=text, token=1))
+        return int(
+            conn.execute(sa.select(t.c.token).where(t.c.pipeline == self.pipeline)).scalar_one()
+        )
+
+    def set_source_id(self, conn: sa.Connection, source_id: str) -> str | None:
+        """Remember the source server's identity; returns the one stored before (if any), so
+        the caller can refuse to resume against a different server."""
+        t = self.table
+        before = conn.execute(
+            sa.select(t.c.source_id).where(t.c.pipeline == self.pipeline)
+        ).scalar_one_or_none()
+        conn.execute(t.update().where(t.c.pipeline == self.pipeline).values(source_id=source_id))
+        return before
+
+
+def _to_checkpoint(row: sa.Row[Any]) -> Checkpoint | None:
+    m = row._mapping
+    if m["position"] is None:
+        return None  # lease taken, nothing applied yet
+    return Checkpoint(
+        pipeline=str(m["pipeline"]),
+        position=Position.parse(str(m["position"])),
+        source_tx=m["source_tx"],
+        committed_at=m["committed_at"],
+        updated_at=m["updated_at"],
+        token=int(m["token"]),
+        owner=m["owner"],
+        lease_expires_at=m["lease_expires_at"],
+        source_id=m["source_id"],
+    )

@@ -1,0 +1,38 @@
+"""Canonical, engine-neutral change records and positions (pure, no I/O)."""
+
+from __future__ import annotations
+
+from cdc_sync.records.change import (
+    ChangeRecord,
+    Heartbeat,
+    Idle,
+    Op,
+    Row,
+    SourceEvent,
+    TxBegin,
+    TxCommit,
+)
+from cdc_sync.records.positions import PgLsn, Position
+from cdc_sync.records.schema import Column, ColumnType, Kind, TableId, TableSchema
+from cdc_sync.records.values import UNCHANGED, Interval, JsonText
+
+__all__ = [
+    "UNCHANGED",
+    "ChangeRecord",
+    "Column",
+    "ColumnType",
+    "Heartbeat",
+    "Idle",
+    "Interval",
+    "JsonText",
+    "Kind",
+    "Op",
+    "PgLsn",
+    "Position",
+    "Row",
+    "SourceEvent",
+    "TableId",
+    "TableSchema",
+    "TxBegin",
+    "TxCommit",
+]

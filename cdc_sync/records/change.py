@@ -1,0 +1,94 @@
+"""Change events a source emits: transaction boundaries, row changes, heartbeats."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from cdc_sync.records.positions import Position
+from cdc_sync.records.schema import TableId, TableSchema
+
+
+class Op(enum.Enum):
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+    TRUNCATE = "truncate"
+
+
+Row = tuple[object, ...]
+"""Values aligned with ``TableSchema.columns``; an element may be ``values.UNCHANGED``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TxBegin:
+    """Start of a source transaction; commit facts are known up front for PG and MySQL."""
+
+    xid: str
+    commit_time: datetime  # aware, UTC
+    final_position: Position  # position of the commit record (not its end)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """One row change, engine-neutral.
+
+    ``before`` is the old row where the source sent one (REPLICA IDENTITY FULL / MySQL full
+    image) or the old key only (PG default identity, key change or delete: non-key
+    positions are None and ``before_is_key_only`` is True). ``after`` is None for DELETE.
+    TRUNCATE has neither. ``changed`` names columns known to differ (empty when unknown).
+    """
+
+    op: Op
+    table: TableId
+    schema: TableSchema
+    before: Row | None
+    after: Row | None
+    position: Position  # position of the change itself inside the stream
+    xid: str
+    commit_time: datetime
+    before_is_key_only: bool = False
+    changed: tuple[str, ...] = ()
+
+    def key(self) -> tuple[object, ...]:
+        """The row's identity: from ``before`` for deletes and key changes, else ``after``."""
+        row = self.before if self.op is Op.DELETE else self.after
+        if row is None:
+            raise ValueError(f"{self.op.value} on {self.table} has no row to take a key from")
+        return tuple(row[i] for i in self.schema.key_indexes)
+
+    def old_key(self) -> tuple[object, ...] | None:
+        """The key before the change, when the source sent an old image; else None."""
+        if self.before is None:
+            return None
+        return tuple(self.before[i] for i in self.schema.key_indexes)
+
+    def key_changed(self) -> bool:
+        old = self.old_key()
+        return self.op is Op.UPDATE and old is not None and old != self.key()
+
+
+@dataclass(frozen=True, slots=True)
+class TxCommit:
+    """End of a source transaction. ``end_position`` is what checkpoints and acks use."""
+
+    xid: str
+    commit_time: datetime
+    end_position: Position
+    row_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The source has sent everything up to ``position`` and is between transactions."""
+
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """Nothing arrived within the poll interval; lets the loop flush time-bound batches."""
+
+
+SourceEvent = TxBegin | ChangeRecord | TxCommit | Heartbeat | Idle

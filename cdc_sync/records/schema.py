@@ -1,0 +1,113 @@
+"""Engine-neutral table identity and schema: what sinks need to create and write tables."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class TableId:
+    """A schema-qualified table name; ``str()`` gives ``schema.name``."""
+
+    schema: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: str, default_schema: str = "public") -> TableId:
+        schema, sep, name = text.partition(".")
+        if not sep:
+            return cls(default_schema, schema)
+        if not schema or not name or "." in name:
+            raise ValueError(f"not a table name (expected schema.table): {text!r}")
+        return cls(schema, name)
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+class Kind(enum.Enum):
+    """Canonical column kinds; each has one canonical Python value type (see README)."""
+
+    SMALLINT = "smallint"  # int
+    INTEGER = "integer"  # int
+    BIGINT = "bigint"  # int
+    NUMERIC = "numeric"  # decimal.Decimal (NaN / Infinity allowed, see README)
+    REAL = "real"  # float
+    DOUBLE = "double"  # float
+    TEXT = "text"  # str
+    VARCHAR = "varchar"  # str, length = max characters (None: unbounded)
+    CHAR = "char"  # str, blank-padded to length
+    BOOLEAN = "boolean"  # bool
+    DATE = "date"  # datetime.date
+    TIME = "time"  # datetime.time (naive)
+    TIMESTAMP = "timestamp"  # datetime.datetime (naive)
+    TIMESTAMPTZ = "timestamptz"  # datetime.datetime (aware, UTC)
+    INTERVAL = "interval"  # records.values.Interval
+    UUID = "uuid"  # uuid.UUID
+    JSON = "json"  # records.values.JsonText (text exactly as stored)
+    JSONB = "jsonb"  # records.values.JsonText
+    BYTES = "bytes"  # bytes
+    ENUM = "enum"  # str (labels in ColumnType.enum_labels)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnType:
+    """A canonical type: kind + parameters. ``array_dims`` > 0 makes it an array of the kind.
+
+    ``source_name`` is the type as the source spells it, for error messages only.
+    """
+
+    kind: Kind
+    length: int | None = None  # VARCHAR / CHAR
+    precision: int | None = None  # NUMERIC digits, TIME/TIMESTAMP fractional digits
+    scale: int | None = None  # NUMERIC
+    array_dims: int = 0
+    enum_name: str | None = None
+    enum_labels: tuple[str, ...] = ()
+    source_name: str = field(default="", compare=False)
+
+    def element(self) -> ColumnType:
+        return ColumnType(
+            self.kind,
+            self.length,
+            self.precision,
+            self.scale,
+            0,
+            self.enum_name,
+            self.enum_labels,
+            self.source_name,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: ColumnType
+    nullable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TableSchema:
+    """Columns in source order and the key columns (primary key / replica identity)."""
+
+    table: TableId
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    # Derived once: they are read for every row on the hot path.
+    names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    key_indexes: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(c.name for c in self.columns)
+        missing = [k for k in self.key if k not in names]
+        if missing:
+            raise ValueError(f"{self.table}: key columns {missing} not among columns")
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "key_indexes", tuple(names.index(k) for k in self.key))
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.table}: no column {name!r}")

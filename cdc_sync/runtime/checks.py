@@ -1,0 +1,63 @@
+"""``cdc-sync check``: every prerequisite of a pipeline, each problem with its fix."""
+
+from __future__ import annotations
+
+import psycopg
+import sqlalchemy as sa
+import sqlalchemy.exc
+
+from cdc_sync.config.models import Config
+from cdc_sync.errors import CdcSyncError
+from cdc_sync.runtime.classify import classify
+from cdc_sync.runtime.wiring import build_source, table_map, target_engine
+
+# What a check may meet while probing servers; reported as problems, never raised.
+_PROBE_ERRORS = (CdcSyncError, psycopg.Error, sqlalchemy.exc.SQLAlchemyError, OSError)
+
+
+def _source_problems(config: Config, name: str) -> list[str]:
+    try:
+        source = build_source(config, name)
+    except CdcSyncError as e:
+        return [f"source: {e}"]
+    try:
+        return [f"source: {p}" for p in source.problems()]
+    except _PROBE_ERRORS as e:
+        return [f"source: {classify(e, 'cannot check source')}"]
+    finally:
+        source.close()
+
+
+def _target_problems(config: Config, name: str) -> list[str]:
+    engine = target_engine(config, name)
+    problems = []
+    try:
+        with engine.connect() as conn:
+            schemas = {t.schema for t in table_map(config, name).values()}
+            for schema in sorted(schemas):
+                exists = conn.execute(
+                    sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}
+                ).first()
+                if not exists:
+                    problems.append(
+                        f'target: schema {schema!r} does not exist; fix: CREATE SCHEMA "{schema}";'
+                    )
+                    continue
+                can = conn.execute(
+                    sa.text("SELECT has_schema_privilege(current_user, :s, 'CREATE')"),
+                    {"s": schema},
+                ).scalar()
+                if not can:
+                    problems.append(
+                        f"target: user may not create tables in schema {schema!r}; "
+                        f'fix: GRANT CREATE ON SCHEMA "{schema}" TO <cdc user>;'
+                    )
+    except _PROBE_ERRORS as e:
+        problems.append(f"target: {classify(e, 'cannot connect to target')}")
+    finally:
+        engine.dispose()
+    return problems
+
+
+def check_pipeline(config: Config, name: str) -> list[str]:
+    return _source_problems(config, name) + _target_problems(config, name)

@@ -1,0 +1,42 @@
+"""Classify driver exceptions into transient / permanent errors with safe messages."""
+
+from __future__ import annotations
+
+import psycopg
+import sqlalchemy.exc
+
+from cdc_sync.errors import CdcSyncError, PermanentError, TransientError
+from cdc_sync.logs import scrub
+
+# SQLSTATE classes/codes that heal by themselves: connection problems, shutdowns, overload,
+# serialization failures and deadlocks.
+_TRANSIENT_PREFIXES = ("08", "53", "57P", "40001", "40P01", "55P03", "58")
+
+
+def _safe_message(err: psycopg.Error) -> str:
+    # Only the primary message: DETAIL lines can carry row values (PII), e.g. "Key (id)=(5)".
+    primary = err.diag.message_primary if err.diag else None
+    text = primary or str(err).split("\n", 1)[0]
+    return scrub(text)
+
+
+def classify(exc: BaseException, where: str) -> CdcSyncError:
+    """Map any exception to TransientError or PermanentError; ``where`` names the side."""
+    if isinstance(exc, CdcSyncError):
+        return exc
+    orig: BaseException = exc
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
+        orig = exc.orig
+    if isinstance(orig, psycopg.Error):
+        state = orig.sqlstate or ""
+        msg = f"{where}: {_safe_message(orig)}" + (f" (SQLSTATE {state})" if state else "")
+        if not state and isinstance(orig, psycopg.OperationalError):
+            # No SQLSTATE: libpq-level failure (refused, reset, timeout). Wrong passwords
+            # come with SQLSTATE 28P01 when the server answers, so this is a network problem.
+            return TransientError(msg)
+        if state.startswith(_TRANSIENT_PREFIXES):
+            return TransientError(msg)
+        return PermanentError(msg)
+    if isinstance(orig, ConnectionError | TimeoutError):
+        return TransientError(f"{where}: {type(orig).__name__}: {scrub(str(orig))}")
+    return PermanentError(f"{where}: unexpected {type(exc).__name__}: {scrub(str(exc))}")

@@ -1,0 +1,1 @@
+"""Apply canonical records to target databases."""

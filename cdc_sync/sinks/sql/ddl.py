@@ -1,0 +1,181 @@
+"""Create or widen target tables (and their enum types) to hold a source table's rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from cdc_sync.errors import PermanentError
+from cdc_sync.records import Column, ColumnType, Kind, TableId, TableSchema
+from cdc_sync.sinks.sql.types import TypeMapper, enum_type_id, quote_ident
+
+_COLUMNS = sa.text(
+    """
+    SELECT a.attname, a.atttypid::bigint, format_type(a.atttypid, a.atttypmod)
+    FROM pg_attribute a
+    WHERE a.attrelid = to_regclass(:t) AND a.attnum > 0 AND NOT a.attisdropped
+    ORDER BY a.attnum
+    """
+)
+
+# Unique, non-partial, plain-column indexes: exactly what ON CONFLICT (key) can use.
+_UNIQUE_KEYS = sa.text(
+    """
+    SELECT array_agg(a.attname::text ORDER BY a.attname)
+    FROM pg_index i
+    JOIN LATERAL unnest(i.indkey) AS k(attnum) ON true
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+    WHERE i.indrelid = to_regclass(:t) AND i.indisunique AND i.indpred IS NULL
+      AND i.indexprs IS NULL
+    GROUP BY i.indexrelid
+    """
+)
+
+_TYPE_OID = sa.text("SELECT to_regtype(:n)::oid::bigint")
+_ENUM_LABELS = sa.text(
+    "SELECT enumlabel FROM pg_enum WHERE enumtypid = to_regtype(:n) ORDER BY enumsortorder"
+)
+
+_STRING_KINDS = frozenset({Kind.TEXT, Kind.VARCHAR, Kind.CHAR})
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _qualified(t: TableId) -> str:
+    return f"{quote_ident(t.schema)}.{quote_ident(t.name)}"
+
+
+@dataclass(frozen=True)
+class _Existing:
+    typid: int
+    spelled: str  # format_type(), for messages
+
+
+class TableMaker:
+    """Runs inside the caller's transaction (the runtime's), so a new table or column commits
+    together with the first rows written to it, or not at all."""
+
+    def __init__(self, types: TypeMapper, create_tables: bool) -> None:
+        self.types = types
+        self.create_tables = create_tables
+
+    def ensure(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
+        qualified = _qualified(target)
+        existing = {
+            name: _Existing(int(oid), spelled)
+            for name, oid, spelled in conn.execute(_COLUMNS, {"t": qualified})
+        }
+        for col in schema.columns:
+            if col.type.kind is Kind.ENUM:
+                self._ensure_enum(conn, col.type, target)
+        if not existing:
+            if not self.create_tables:
+                raise PermanentError(
+                    f"target table {target} does not exist and create_tables is off; "
+                    "create it or turn create_tables on"
+                )
+            self._create(conn, schema, target)
+            return
+        self._check_key(conn, schema, target, qualified)
+        for col in schema.columns:
+            have = existing.get(col.name)
+            if have is None:
+                self._add_column(conn, col, target)
+            else:
+                self._check_type(conn, col, have, target)
+
+    def _create(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
+        keys = set(schema.key)
+        cols = [
+            sa.Column(
+                c.name,
+                self.types.column_type(c.type, target, c.name),
+                nullable=c.nullable and c.name not in keys,
+            )
+            for c in schema.columns
+        ]
+        table = sa.Table(
+            target.name,
+            sa.MetaData(),
+            *cols,
+            sa.PrimaryKeyConstraint(*schema.key),
+            schema=target.schema,
+        )
+        table.create(conn)
+
+    def _add_column(self, conn: sa.Connection, col: Column, target: TableId) -> None:
+        # Added as nullable even when the source column is NOT NULL: the target's existing
+        # rows have no value for it (the source filled them with a default we never saw).
+        spec = self.types.column_type(col.type, target, col.name).compile(dialect=conn.dialect)
+        # exec_driver_sql: no bind-parameter parsing, so ':' or '%' in names are harmless.
+        conn.exec_driver_sql(
+            f"ALTER TABLE {_qualified(target)} ADD COLUMN IF NOT EXISTS "
+            f"{quote_ident(col.name)} {spec}"
+        )
+
+    def _check_type(
+        self, conn: sa.Connection, col: Column, have: _Existing, target: TableId
+    ) -> None:
+        base = self.types.base_name(col.type, target)
+        want = conn.execute(_TYPE_OID, {"n": base}).scalar()
+        if want is not None and int(want) == have.typid:
+            return
+        if col.type.kind in _STRING_KINDS and not col.type.array_dims and have.spelled == "text":
+            return  # any string fits losslessly into text
+        raise PermanentError(
+            f"target table {target}: column {col.name!r} has type {have.spelled}, but the "
+            f"source column is {col.type.source_name or base}; alter the target column or "
+            "map the table to another target"
+        )
+
+    def _check_key(
+        self, conn: sa.Connection, schema: TableSchema, target: TableId, qualified: str
+    ) -> None:
+        want = sorted(schema.key)
+        for (cols,) in conn.execute(_UNIQUE_KEYS, {"t": qualified}):
+            if sorted(cols) == want:
+                return
+        raise PermanentError(
+            f"target table {target} has no primary key or unique index on exactly "
+            f"({', '.join(schema.key)}), the source key; changes cannot be applied by key"
+        )
+
+    def _ensure_enum(self, conn: sa.Connection, ct: ColumnType, target: TableId) -> None:
+        tid = enum_type_id(ct, target)
+        name = _qualified(tid)
+        have = [r[0] for r in conn.execute(_ENUM_LABELS, {"n": name})]
+        if not have:
+            exists = conn.execute(_TYPE_OID, {"n": name}).scalar()
+            if exists is not None:
+                raise PermanentError(
+                    f"target type {tid} exists but is not an enum; the source enum "
+                    f"{ct.enum_name} cannot be mapped to it"
+                )
+            labels = ", ".join(_literal(lb) for lb in ct.enum_labels)
+            conn.exec_driver_sql(f"CREATE TYPE {name} AS ENUM ({labels})")
+            return
+        missing = [lb for lb in ct.enum_labels if lb not in have]
+        if not missing:
+            return
+        # A label added by ALTER TYPE … ADD VALUE cannot be used in the transaction that
+        # added it (SQLSTATE 55P04), and the rows needing it are about to be written in the
+        # caller's transaction. So labels are added in a short transaction of their own and
+        # committed at once; an extra enum label is harmless if the batch later rolls back.
+        with conn.engine.connect() as side:
+            for i, lb in enumerate(ct.enum_labels):
+                if lb not in missing:
+                    continue
+                # Keep the source's order: labels before this one exist by now.
+                where = (
+                    f" AFTER {_literal(ct.enum_labels[i - 1])}"
+                    if i
+                    else f" BEFORE {_literal(have[0])}"
+                )
+                side.exec_driver_sql(
+                    f"ALTER TYPE {name} ADD VALUE IF NOT EXISTS {_literal(lb)}{where}"
+                )
+                have.append(lb)
+            side.commit()

@@ -1,0 +1,1 @@
+"""Change capture from source databases into canonical records."""

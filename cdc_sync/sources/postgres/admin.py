@@ -1,0 +1,198 @@
+"""Publication and replication slot management, and prerequisite checks with exact fixes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from cdc_sync.errors import PrerequisiteError
+from cdc_sync.records import TableId
+from cdc_sync.sources.postgres.catalog import qualified, quote_ident
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class SlotInfo:
+    plugin: str | None
+    database: str | None
+    active_pid: int | None
+    confirmed_flush: str | None
+
+
+def slot_info(conn: Conn, slot: str) -> SlotInfo | None:
+    row = conn.execute(
+        "SELECT plugin, database, active_pid, confirmed_flush_lsn::text "
+        "FROM pg_replication_slots WHERE slot_name = %s",
+        (slot,),
+    ).fetchone()
+    if row is None:
+        return None
+    plugin, db, pid, flush = row
+    return SlotInfo(
+        None if plugin is None else str(plugin),
+        None if db is None else str(db),
+        None if pid is None else int(str(pid)),
+        None if flush is None else str(flush),
+    )
+
+
+def published_tables(conn: Conn, publication: str) -> set[TableId] | None:
+    """Tables in the publication, or None when it does not exist."""
+    if conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (publication,)).fetchone() \
+            is None:  # fmt: skip
+        return None
+    rows = conn.execute(
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
+        (publication,),
+    ).fetchall()
+    return {TableId(str(s), str(t)) for s, t in rows}
+
+
+def _table_list(tables: Sequence[TableId]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
+
+
+def _fix_publication_sql(publication: str, tables: Sequence[TableId], exists: bool) -> str:
+    names = ", ".join(qualified(t) for t in tables)
+    verb = "ALTER PUBLICATION {} SET TABLE" if exists else "CREATE PUBLICATION {} FOR TABLE"
+    return f"{verb.format(quote_ident(publication))} {names};"
+
+
+def _fix_slot_sql(slot: str) -> str:
+    return f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');"
+
+
+def ensure_publication(conn: Conn, publication: str, tables: Sequence[TableId]) -> bool:
+    """Create or align the publication to exactly ``tables``; True when something changed."""
+    current = published_tables(conn, publication)
+    if current == set(tables):
+        return False
+    if current is None:
+        conn.execute(
+            sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                sql.Identifier(publication), _table_list(tables)
+            )
+        )
+    else:
+        conn.execute(
+            sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(
+                sql.Identifier(publication), _table_list(tables)
+            )
+        )
+    return True
+
+
+def ensure_slot(conn: Conn, slot: str) -> bool:
+    """Create the logical slot (plugin pgoutput) when missing; True when created.
+
+    Call this after ``ensure_publication``: pgoutput reads the publication through the
+    catalog as of each decoded change, so a publication younger than the slot's start
+    would be reported as missing for earlier changes.
+    """
+    info = slot_info(conn, slot)
+    if info is not None:
+        _check_slot(conn, slot, info)
+        return False
+    conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+    return True
+
+
+def _check_slot(conn: Conn, slot: str, info: SlotInfo) -> None:
+    problem = slot_problem(conn, slot, info)
+    if problem:
+        raise PrerequisiteError(*problem)
+
+
+def slot_problem(conn: Conn, slot: str, info: SlotInfo) -> tuple[str, str] | None:
+    """(message, fix) when an existing slot cannot be used by this pipeline."""
+    drop = f"SELECT pg_drop_replication_slot('{slot}');  -- or configure another slot name"
+    if info.plugin != "pgoutput":
+        return (f"replication slot {slot!r} exists with plugin {info.plugin!r}, not pgoutput",
+                drop)  # fmt: skip
+    db = str(conn.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
+    if info.database != db:
+        return (f"replication slot {slot!r} belongs to database {info.database!r}, not {db!r}",
+                drop)  # fmt: skip
+    return None
+
+
+def problems(
+    conn: Conn, slot: str, publication: str, tables: Sequence[TableId], may_create: bool
+) -> list[str]:
+    """Server-side prerequisites not met, one line each with the SQL that fixes it."""
+    out: list[str] = []
+    settings = {
+        str(name): str(value)
+        for name, value in conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('wal_level', 'max_replication_slots', 'max_wal_senders')"
+        ).fetchall()
+    }
+    if settings.get("wal_level") != "logical":
+        out.append(
+            f"wal_level is {settings.get('wal_level')!r}, logical decoding needs 'logical'; "
+            "fix: ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"
+        )
+    row = conn.execute(
+        "SELECT current_user, rolreplication OR rolsuper, rolsuper FROM pg_roles "
+        "WHERE rolname = current_user"
+    ).fetchone()
+    assert row is not None
+    user, can_replicate, superuser = str(row[0]), bool(row[1]), bool(row[2])
+    if not can_replicate:
+        out.append(
+            f"role {user!r} lacks the REPLICATION privilege; "
+            f"fix: ALTER ROLE {quote_ident(user)} WITH REPLICATION;"
+        )
+    out += _publication_problems(conn, publication, tables, may_create, superuser)
+    info = slot_info(conn, slot)
+    if info is None:
+        used = conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()
+        limit = int(settings.get("max_replication_slots", "0"))
+        if used is not None and int(str(used[0])) >= limit:
+            out.append(
+                f"all {limit} replication slots are in use (max_replication_slots); "
+                f"fix: ALTER SYSTEM SET max_replication_slots = {limit + 10}; then restart "
+                "PostgreSQL, or drop an unused slot with SELECT pg_drop_replication_slot('…');"
+            )
+        elif not may_create:
+            out.append(f"replication slot {slot!r} does not exist and creating it is not "
+                       f"allowed; fix: {_fix_slot_sql(slot)}")  # fmt: skip
+    else:
+        problem = slot_problem(conn, slot, info)
+        if problem:
+            out.append(f"{problem[0]}; fix: {problem[1]}")
+    return out
+
+
+def _publication_problems(
+    conn: Conn, publication: str, tables: Sequence[TableId], may_create: bool, superuser: bool
+) -> list[str]:
+    current = published_tables(conn, publication)
+    if current == set(tables):
+        return []
+    fix = _fix_publication_sql(publication, tables, current is not None)
+    if not may_create:
+        state = "does not exist" if current is None else "publishes other tables"
+        return [f"publication {publication!r} {state} and changing it is not allowed; "
+                f"fix: {fix}"]  # fmt: skip
+    if superuser:
+        return []
+    # Creating / altering a publication FOR TABLE needs ownership of every table.
+    rows = conn.execute(
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN unnest(%s::text[], %s::text[]) AS x(s, t) ON n.nspname = x.s AND c.relname = x.t "
+        "WHERE c.relkind = 'r' AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1",
+        ([t.schema for t in tables], [t.name for t in tables]),
+    ).fetchall()
+    not_owned = [str(r[0]) for r in rows]
+    if not_owned:
+        return [f"publication {publication!r} must be created or changed by the owner of "
+                f"every table (not owned: {', '.join(not_owned)}); "
+                f"fix (as a superuser or owner): {fix}"]  # fmt: skip
+    return []

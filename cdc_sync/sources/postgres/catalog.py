@@ -1,0 +1,149 @@
+"""Read configured tables' schemas (columns, key, types) from pg_catalog on a normal connection."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import psycopg
+
+from cdc_sync.errors import CdcSyncError, NoKeyError, PermanentError
+from cdc_sync.records import Column, TableId, TableSchema
+from cdc_sync.sources.postgres.types import PgType, TypeResolver
+
+_PLAIN = re.compile(r"[a-z_][a-z0-9_$]*")
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier for SQL shown to a DBA (only when needed, so it stays readable)."""
+    return name if _PLAIN.fullmatch(name) else '"' + name.replace('"', '""') + '"'
+
+
+def qualified(table: TableId) -> str:
+    return f"{quote_ident(table.schema)}.{quote_ident(table.name)}"
+
+
+_TYPE_SQL = """
+SELECT t.oid, n.nspname, t.typname, t.typtype,
+       CASE WHEN t.typcategory = 'A' THEN t.typelem ELSE 0 END,
+       t.typbasetype, t.typtypmod,
+       CASE WHEN t.typtype = 'e' THEN
+         ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid
+               ORDER BY e.enumsortorder)
+       END
+FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE t.oid = %s
+"""
+
+
+def lookup_type(conn: psycopg.Connection[tuple[object, ...]], oid: int) -> PgType | None:
+    row = conn.execute(_TYPE_SQL, (oid,)).fetchone()
+    if row is None:
+        return None
+    _, nsp, name, typtype, elem, base, base_typmod, labels = row
+    return PgType(
+        oid, str(nsp), str(name), str(typtype), int(str(elem)), int(str(base)),
+        int(str(base_typmod)), tuple(str(x) for x in labels) if isinstance(labels, list) else (),
+    )  # fmt: skip
+
+
+_REL_SQL = """
+SELECT c.oid, c.relkind, c.relreplident
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s
+"""
+
+# pgoutput sends neither dropped nor generated columns, so neither does the schema
+_COLS_SQL = """
+SELECT a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.attndims
+FROM pg_attribute a
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+ORDER BY a.attnum
+"""
+
+# Key columns of the primary key (indisprimary) or replica identity index (indisreplident),
+# in index order
+_KEY_SQL = """
+SELECT a.attname
+FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = %s AND i.{flag}
+ORDER BY k.ord
+"""
+
+# Unique, non-partial, plain-column indexes over NOT NULL columns: usable as replica identity
+_CANDIDATE_SQL = """
+SELECT ic.relname
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE i.indrelid = %s AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+  AND i.indimmediate
+  AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) k(attnum)
+                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                  WHERE NOT a.attnotnull)
+ORDER BY ic.relname
+LIMIT 1
+"""
+
+_RELKIND_WORDS = {"v": "a view", "m": "a materialized view", "f": "a foreign table",
+                  "p": "a partitioned table", "S": "a sequence", "i": "an index"}  # fmt: skip
+
+
+def _no_key(conn: psycopg.Connection[tuple[object, ...]], table: TableId, oid: int,
+            replident: str) -> NoKeyError:  # fmt: skip
+    q = qualified(table)
+    if replident == "n":
+        return NoKeyError(
+            f"table {table} has REPLICA IDENTITY NOTHING: updates and deletes cannot be "
+            f"replicated; fix: ALTER TABLE {q} REPLICA IDENTITY DEFAULT; (needs a primary key)"
+        )
+    cand = conn.execute(_CANDIDATE_SQL, (oid,)).fetchone()
+    idx = quote_ident(str(cand[0])) if cand else "<unique_index_on_not_null_columns>"
+    what = "REPLICA IDENTITY FULL but no primary key" if replident == "f" else "no primary key"
+    return NoKeyError(
+        f"table {table} has {what} and no replica identity index, so rows cannot be "
+        f"identified; fix: ALTER TABLE {q} ADD PRIMARY KEY (<key columns>); "
+        f"or: ALTER TABLE {q} REPLICA IDENTITY USING INDEX {idx};"
+    )
+
+
+def read_schema(
+    conn: psycopg.Connection[tuple[object, ...]], table: TableId, resolver: TypeResolver
+) -> TableSchema:
+    """The table's schema; raises PermanentError / NoKeyError / UnsupportedTypeError."""
+    rel = conn.execute(_REL_SQL, (table.schema, table.name)).fetchone()
+    if rel is None:
+        raise PermanentError(f"configured table {table} does not exist in the source database")
+    oid, relkind, replident = int(str(rel[0])), str(rel[1]), str(rel[2])
+    if relkind != "r":
+        raise PermanentError(
+            f"configured table {table} is {_RELKIND_WORDS.get(relkind, 'not a table')}; "
+            "only ordinary tables can be replicated"
+        )
+    columns = []
+    for name, typoid, typmod, notnull, ndims in conn.execute(_COLS_SQL, (oid,)).fetchall():
+        ctype, _ = resolver.resolve(
+            int(str(typoid)), int(str(typmod)), str(table), str(name), int(str(ndims))
+        )
+        columns.append(Column(str(name), ctype, nullable=not notnull))
+    flag = "indisreplident" if replident == "i" else "indisprimary"
+    key = tuple(str(r[0]) for r in conn.execute(_KEY_SQL.format(flag=flag), (oid,)).fetchall())
+    if replident == "n" or not key:
+        raise _no_key(conn, table, oid, replident)
+    return TableSchema(table, tuple(columns), key)
+
+
+def read_schemas(
+    conn: psycopg.Connection[tuple[object, ...]],
+    tables: Sequence[TableId],
+    resolver: TypeResolver,
+) -> tuple[dict[TableId, TableSchema], list[CdcSyncError]]:
+    """Schemas of all tables that are fine, and the error of every table that is not."""
+    schemas: dict[TableId, TableSchema] = {}
+    problems: list[CdcSyncError] = []
+    for table in tables:
+        try:
+            schemas[table] = read_schema(conn, table, resolver)
+        except CdcSyncError as e:  # collected: the operator gets every problem at once
+            problems.append(e)
+    return schemas, problems

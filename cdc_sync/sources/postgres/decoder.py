@@ -1,0 +1,329 @@
+"""Pure pgoutput (protocol v1) decoder: XLogData payloads → canonical source events."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cdc_sync.errors import NoKeyError, PermanentError, RowLevelError
+from cdc_sync.records import (
+    UNCHANGED,
+    ChangeRecord,
+    Column,
+    Op,
+    PgLsn,
+    SourceEvent,
+    TableId,
+    TableSchema,
+    TxBegin,
+    TxCommit,
+)
+from cdc_sync.sources.postgres.types import TypeResolver
+from cdc_sync.sources.postgres.values import Converter, describe_unrepresentable
+
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+_BEGIN = struct.Struct(">QqI")  # final_lsn, commit time, xid
+_COMMIT = struct.Struct(">BQQq")  # flags, commit_lsn, end_lsn, commit time
+_U32 = struct.Struct(">I").unpack_from
+_I32 = struct.Struct(">i").unpack_from
+_U16 = struct.Struct(">H").unpack_from
+_Q = struct.Struct(">Q").unpack_from
+
+_NONE: tuple[SourceEvent, ...] = ()
+_T, _N, _U = ord("t"), ord("n"), ord("u")
+
+
+def pg_time(micros: int) -> datetime:
+    """A pgoutput timestamp (microseconds since 2000-01-01 UTC) as an aware UTC datetime."""
+    return PG_EPOCH + timedelta(microseconds=micros)
+
+
+@dataclass(slots=True)
+class _Rel:
+    """Relation cache entry; ``ignored`` relations are not configured and never decoded."""
+
+    table: TableId
+    schema: TableSchema | None
+    convs: tuple[Converter | None, ...]
+    ncols: int
+    ignored: bool
+
+
+def _cstring(data: bytes, pos: int) -> tuple[str, int]:
+    end = data.index(0, pos)
+    return data[pos:end].decode(), end + 1
+
+
+class PgOutputDecoder:
+    """Decodes one replication session's messages; keeps the relation cache.
+
+    ``resume_after`` (an end LSN, i.e. our checkpoint): transactions whose commit record
+    starts before it ended at or before it and were applied already; they are skipped
+    (ARCHITECTURE.md invariant 2: PG15 re-sends confirmed transactions after restarts).
+    """
+
+    def __init__(
+        self,
+        resolver: TypeResolver,
+        tables: Collection[TableId] | None = None,
+        known: Mapping[TableId, TableSchema] | None = None,
+        resume_after: int = 0,
+    ) -> None:
+        self._resolver = resolver
+        self._tables = frozenset(tables) if tables is not None else None
+        self._schemas: dict[TableId, TableSchema] = dict(known or {})
+        self._rels: dict[int, _Rel] = {}
+        self._resume_after = resume_after
+        self._xid = ""
+        self._commit_time = PG_EPOCH
+        self._in_tx = False
+        self._skip = False
+        self._rows = 0
+        self._dispatch = {
+            ord("B"): self._begin,
+            ord("C"): self._commit,
+            ord("R"): self._relation,
+            ord("Y"): self._type,
+            ord("I"): self._insert,
+            ord("U"): self._update,
+            ord("D"): self._delete,
+            ord("T"): self._truncate,
+            ord("O"): self._origin,
+            ord("M"): self._message,
+        }
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_tx
+
+    def schema(self, table: TableId) -> TableSchema | None:
+        return self._schemas.get(table)
+
+    def decode(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
+        """Events for one XLogData payload; ``wal_start`` is its position in the stream."""
+        handler = self._dispatch.get(data[0])
+        if handler is None:
+            raise PermanentError(f"unknown pgoutput message type {chr(data[0])!r}")
+        return handler(data, wal_start)
+
+    # -- transaction boundaries ------------------------------------------------------------
+
+    def _begin(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
+        final_lsn, ts, xid = _BEGIN.unpack_from(data, 1)
+        self._in_tx, self._rows = True, 0
+        self._xid, self._commit_time = str(xid), pg_time(ts)
+        # The commit record starts at final_lsn; one starting before our checkpoint (an end
+        # LSN) cannot end after it, since WAL records do not overlap.
+        self._skip = final_lsn < self._resume_after
+        if self._skip:
+            return _NONE
+        return (TxBegin(self._xid, self._commit_time, PgLsn(final_lsn)),)
+
+    def _commit(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
+        _flags, _commit_lsn, end_lsn, ts = _COMMIT.unpack_from(data, 1)
+        self._in_tx = False
+        if self._skip:
+            self._skip = False
+            if end_lsn > self._resume_after:  # would mean the reasoning in _begin is wrong
+                raise PermanentError("skipped a transaction that ends after the checkpoint")
+            return _NONE
+        return (TxCommit(self._xid, pg_time(ts), PgLsn(end_lsn), self._rows),)
+
+    def _origin(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
+        # Replication origin of the transaction (cascaded replication); parsed, not used yet.
+        _cstring(data, 9)
+        return _NONE
+
+    def _message(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
+        # pg_logical_emit_message() output; only sent when asked for, parsed and ignored.
+        _prefix, pos = _cstring(data, 10)
+        if pos + 4 + _U32(data, pos)[0] > len(data):
+            raise PermanentError("truncated pgoutput logical message")
+        return _NONE
+
+    # -- relations and types ---------------------------------------------------------------
+
+    def _type(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
+        (oid,) = _U32(data, 1)
+        self._resolver.forget(oid)
+        return _NONE
+
+    def _relation(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
+        (relid,) = _U32(data, 1)
+        nsp, pos = _cstring(data, 5)
+        name, pos = _cstring(data, pos)
+        replident = chr(data[pos])
+        (ncols,) = _U16(data, pos + 1)
+        pos += 3
+        table = TableId(nsp or "pg_catalog", name)
+        if self._tables is not None and table not in self._tables:
+            self._rels[relid] = _Rel(table, None, (), ncols, True)
+            return _NONE
+        cols: list[tuple[bool, str, int, int]] = []
+        for _ in range(ncols):
+            flags = data[pos]
+            colname, pos = _cstring(data, pos + 1)
+            (typoid,) = _U32(data, pos)
+            (typmod,) = _I32(data, pos + 4)
+            pos += 8
+            cols.append((bool(flags & 1), colname, typoid, typmod))
+        schema, convs = self._build_schema(table, replident, cols)
+        self._schemas[table] = schema
+        self._rels[relid] = _Rel(table, schema, convs, ncols, False)
+        return _NONE
+
+    def _build_schema(
+        self, table: TableId, replident: str, cols: list[tuple[bool, str, int, int]]
+    ) -> tuple[TableSchema, tuple[Converter | None, ...]]:
+        prev = self._schemas.get(table)
+        prev_cols = {c.name: c for c in prev.columns} if prev else {}
+        columns: list[Column] = []
+        convs: list[Converter | None] = []
+        for _key, name, typoid, typmod in cols:
+            ctype, conv = self._resolver.resolve(typoid, typmod, str(table), name)
+            old = prev_cols.get(name)
+            if old is not None and old.type.kind is ctype.kind and (
+                old.type == ctype or (ctype.array_dims == 1 and old.type.array_dims > 1
+                                      and old.type.element() == ctype.element())
+            ):  # fmt: skip
+                # Same column as known: keep nullability and array dims from the catalog,
+                # which the Relation message does not carry.
+                columns.append(old)
+            else:
+                columns.append(Column(name, ctype, nullable=True))
+            convs.append(conv)
+        flagged = [name for key, name, _, _ in cols if key]
+        if replident == "f":
+            # REPLICA IDENTITY FULL flags every column; the key is the primary key we know.
+            key = prev.key if prev and all(k in prev_cols for k in prev.key) else ()
+        elif prev is not None and set(flagged) == set(prev.key):
+            key = prev.key  # keep the primary key's column order
+        else:
+            key = tuple(flagged)
+        if not key:
+            raise NoKeyError(
+                f"table {table} has no primary key or replica identity index any more "
+                f"(replica identity {replident!r}); restore one, e.g. "
+                f"ALTER TABLE {table} REPLICA IDENTITY DEFAULT;"
+            )
+        schema = TableSchema(table, tuple(columns), key)
+        if prev is not None and prev == schema:
+            schema = prev  # same object: consumers can skip re-checking an unchanged schema
+        return schema, tuple(convs)
+
+    # -- row changes -----------------------------------------------------------------------
+
+    def _rel(self, relid: int) -> _Rel:
+        rel = self._rels.get(relid)
+        if rel is None:
+            raise PermanentError(f"pgoutput sent a change for unknown relation oid {relid}")
+        return rel
+
+    def _tuple(self, data: bytes, pos: int, rel: _Rel) -> tuple[tuple[object, ...], int]:
+        (n,) = _U16(data, pos)
+        if n != rel.ncols:
+            raise PermanentError(f"{rel.table}: tuple has {n} columns, relation {rel.ncols}")
+        pos += 2
+        out: list[object] = []
+        append = out.append
+        convs = rel.convs
+        try:
+            for i in range(n):
+                kind = data[pos]
+                if kind == _T:
+                    (ln,) = _U32(data, pos + 1)
+                    end = pos + 5 + ln
+                    text = data[pos + 5 : end].decode()
+                    conv = convs[i]
+                    append(text if conv is None else conv(text))
+                    pos = end
+                elif kind == _N:
+                    append(None)
+                    pos += 1
+                elif kind == _U:
+                    append(UNCHANGED)
+                    pos += 1
+                else:
+                    raise PermanentError(f"{rel.table}: unsupported tuple data kind {kind!r}")
+        except (ValueError, ArithmeticError) as e:
+            raise self._value_error(rel, len(out)) from e
+        return tuple(out), pos
+
+    def _value_error(self, rel: _Rel, index: int) -> RowLevelError:
+        # Name table, column and type, never the value: messages are logged (PII).
+        assert rel.schema is not None
+        col = rel.schema.columns[index]
+        return RowLevelError(
+            f"table {rel.table}: column {col.name!r} ({col.type.source_name}): "
+            f"{describe_unrepresentable(col.type)}"
+        )
+
+    def _insert(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
+        rel = self._rel(_U32(data, 1)[0])
+        if rel.ignored or self._skip:
+            return _NONE
+        if data[5] != ord("N"):
+            raise PermanentError(f"{rel.table}: malformed INSERT message")
+        after, _ = self._tuple(data, 6, rel)
+        self._rows += 1
+        assert rel.schema is not None
+        return (
+            ChangeRecord(Op.INSERT, rel.table, rel.schema, None, after, PgLsn(wal_start),
+                         self._xid, self._commit_time),
+        )  # fmt: skip
+
+    def _update(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
+        rel = self._rel(_U32(data, 1)[0])
+        if rel.ignored or self._skip:
+            return _NONE
+        pos, before, key_only = 5, None, False
+        marker = data[pos]
+        if marker in (ord("K"), ord("O")):
+            before, pos = self._tuple(data, pos + 1, rel)
+            key_only = marker == ord("K")
+            marker = data[pos]
+        if marker != ord("N"):
+            raise PermanentError(f"{rel.table}: malformed UPDATE message")
+        after, _ = self._tuple(data, pos + 1, rel)
+        self._rows += 1
+        assert rel.schema is not None
+        return (
+            ChangeRecord(Op.UPDATE, rel.table, rel.schema, before, after, PgLsn(wal_start),
+                         self._xid, self._commit_time, key_only),
+        )  # fmt: skip
+
+    def _delete(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
+        rel = self._rel(_U32(data, 1)[0])
+        if rel.ignored or self._skip:
+            return _NONE
+        marker = data[5]
+        if marker not in (ord("K"), ord("O")):
+            raise PermanentError(f"{rel.table}: malformed DELETE message")
+        before, _ = self._tuple(data, 6, rel)
+        self._rows += 1
+        assert rel.schema is not None
+        return (
+            ChangeRecord(Op.DELETE, rel.table, rel.schema, before, None, PgLsn(wal_start),
+                         self._xid, self._commit_time, marker == ord("K")),
+        )  # fmt: skip
+
+    def _truncate(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
+        (nrels,) = _U32(data, 1)
+        # data[5] holds options (CASCADE / RESTART IDENTITY): the target decides for itself
+        if self._skip:
+            return _NONE
+        out: list[SourceEvent] = []
+        for i in range(nrels):
+            rel = self._rel(_U32(data, 6 + 4 * i)[0])
+            if rel.ignored:
+                continue
+            assert rel.schema is not None
+            self._rows += 1
+            out.append(
+                ChangeRecord(Op.TRUNCATE, rel.table, rel.schema, None, None, PgLsn(wal_start),
+                             self._xid, self._commit_time)
+            )  # fmt: skip
+        return out

@@ -1,0 +1,60 @@
+"""Bring the cdc_sync_* tables to the newest Alembic revision on a given connection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from cdc_sync.state.tables import ALEMBIC_VERSION_TABLE
+
+# Shipped inside the package so an installed daemon finds its scripts (see migrations/README.md).
+SCRIPT_LOCATION = Path(__file__).with_name("migrations")
+
+# Two-key advisory lock (classid, objid) so it cannot be mistaken for a user's one-key lock.
+_LOCK_CLASS = 0x63647363  # "cdsc"
+_LOCK_OBJ = 1
+
+
+def alembic_config(connection: sa.Connection | None = None, schema: str | None = None) -> Config:
+    """An Alembic config for the packaged scripts; no ini file, so our logging stays as is."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(SCRIPT_LOCATION))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    cfg.attributes["schema"] = schema
+    return cfg
+
+
+def current_revision(connection: sa.Connection, schema: str | None = None) -> str | None:
+    ctx = MigrationContext.configure(
+        connection,
+        opts={"version_table": ALEMBIC_VERSION_TABLE, "version_table_schema": schema},
+    )
+    return ctx.get_current_revision()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def upgrade(connection: sa.Connection, schema: str | None = None) -> None:
+    """Upgrade to head inside the caller's transaction; the caller commits.
+
+    Two daemons starting together against a fresh target would both try to create the tables.
+    On PostgreSQL a transaction-scoped advisory lock serialises them: the second one waits for
+    the first to commit, then finds the version table at head and does nothing. DDL is
+    transactional on PostgreSQL, so a failed upgrade leaves nothing half-made behind.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:c, :o)"), {"c": _LOCK_CLASS, "o": _LOCK_OBJ}
+        )
+    # Cheap check first: at every start the tables are usually current already.
+    if current_revision(connection, schema) == head_revision():
+        return
+    command.upgrade(alembic_config(connection, schema), "head")

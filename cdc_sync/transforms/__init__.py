@@ -1,0 +1,1 @@
+"""Record transforms (mapping, cleansing, masking) applied between source and sink."""
