@@ -7,6 +7,7 @@ exactly this child's peak RSS and CPU seconds.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -37,7 +38,9 @@ class Daemon:
         self.started = 0.0
 
     def start(self, *args: str) -> None:
-        cmd = [sys.executable, "-m", "cdc_sync", *args, "-c", str(self.config)]
+        # BENCH_DAEMON_PREFIX, e.g. "py-spy record -o prof.svg --": profile the daemon itself.
+        prefix = shlex.split(os.environ.get("BENCH_DAEMON_PREFIX", ""))
+        cmd = [*prefix, sys.executable, "-m", "cdc_sync", *args, "-c", str(self.config)]
         with self.log.open("ab") as f:
             f.write(f"\n### {' '.join(cmd)}\n".encode())
             f.flush()

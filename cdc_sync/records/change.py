@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from cdc_sync.records.positions import Position
 from cdc_sync.records.schema import TableId, TableSchema
@@ -30,9 +31,11 @@ class TxBegin:
     final_position: Position  # position of the commit record (not its end)
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeRecord:
-    """One row change, engine-neutral.
+class ChangeRecord(NamedTuple):
+    """One row change, engine-neutral; immutable.
+
+    A NamedTuple rather than a frozen dataclass: one is built per row change and a frozen
+    dataclass's ``__init__`` (a guarded setattr per field) measured 4x slower here.
 
     ``before`` is the old row where the source sent one (REPLICA IDENTITY FULL / MySQL full
     image) or the old key only (PG default identity, key change or delete: non-key

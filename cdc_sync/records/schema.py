@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class TableId:
-    """A schema-qualified table name; ``str()`` gives ``schema.name``."""
+class TableId(NamedTuple):
+    """A schema-qualified table name; ``str()`` gives ``schema.name``. Ordered, hashable.
+
+    A NamedTuple: it keys the hot path's dicts, and tuple hashing and equality run in C
+    where a frozen dataclass's generated ``__hash__`` / ``__eq__`` are Python calls per lookup.
+    """
 
     schema: str
     name: str

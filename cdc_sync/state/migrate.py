@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from cdc_sync.state.tables import ALEMBIC_VERSION_TABLE
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# The newest revision in migrations/versions (a test keeps the two equal). Knowing it here
+# lets a start whose tables are current skip importing Alembic and reading its scripts.
+HEAD_REVISION = "0001_initial"
 
 # Shipped inside the package so an installed daemon finds its scripts (see migrations/README.md).
 SCRIPT_LOCATION = Path(__file__).with_name("migrations")
@@ -22,6 +26,8 @@ _LOCK_OBJ = 1
 
 def alembic_config(connection: sa.Connection | None = None, schema: str | None = None) -> Config:
     """An Alembic config for the packaged scripts; no ini file, so our logging stays as is."""
+    from alembic.config import Config  # noqa: PLC0415  (lazy: see HEAD_REVISION)
+
     cfg = Config()
     cfg.set_main_option("script_location", str(SCRIPT_LOCATION))
     if connection is not None:
@@ -31,6 +37,8 @@ def alembic_config(connection: sa.Connection | None = None, schema: str | None =
 
 
 def current_revision(connection: sa.Connection, schema: str | None = None) -> str | None:
+    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
+
     ctx = MigrationContext.configure(
         connection,
         opts={"version_table": ALEMBIC_VERSION_TABLE, "version_table_schema": schema},
@@ -39,6 +47,8 @@ def current_revision(connection: sa.Connection, schema: str | None = None) -> st
 
 
 def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
@@ -55,6 +65,17 @@ def upgrade(connection: sa.Connection, schema: str | None = None) -> None:
             sa.text("SELECT pg_advisory_xact_lock(:c, :o)"), {"c": _LOCK_CLASS, "o": _LOCK_OBJ}
         )
     # Cheap check first: at every start the tables are usually current already.
-    if current_revision(connection, schema) == head_revision():
+    if _stored_revision(connection, schema) == HEAD_REVISION:
         return
+    from alembic import command  # noqa: PLC0415
+
     command.upgrade(alembic_config(connection, schema), "head")
+
+
+def _stored_revision(connection: sa.Connection, schema: str | None) -> str | None:
+    """The version table's revision by plain SQL (None when there is no table yet)."""
+    table = sa.table(ALEMBIC_VERSION_TABLE, sa.column("version_num"), schema=schema)
+    if not sa.inspect(connection).has_table(ALEMBIC_VERSION_TABLE, schema=schema):
+        return None
+    rows = connection.execute(sa.select(table.c.version_num)).scalars().all()
+    return rows[0] if len(rows) == 1 else None

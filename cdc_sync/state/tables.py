@@ -59,7 +59,7 @@ def _build(schema: str | None) -> sa.MetaData:
         sa.Column("applied_at", _TS, nullable=False, server_default=sa.func.now()),
         sa.Column("outcome", sa.String(32), nullable=False),
         sa.Column("detail", _JSON_DETAIL, nullable=True),
-        sa.Index("ix_cdc_sync_audit_applied_at", "applied_at"),
+        sa.Index("ix_cdc_sync_audit_applied_at", "applied_at", postgresql_using="brin"),
         sa.Index("ix_cdc_sync_audit_table_pk", "target_table", "pk", mysql_length={"pk": 255}),
         sa.Index("ix_cdc_sync_audit_pipeline_id", "pipeline", "id"),
     )

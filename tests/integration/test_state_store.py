@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from cdc_sync.checkpoint.store import CheckpointStore
 from cdc_sync.errors import FencedError, PermanentError
 from cdc_sync.records import ChangeRecord, Column, ColumnType, Kind, Op, PgLsn, TableId, TableSchema
 from cdc_sync.sinks.sql.sink import SqlSink
-from cdc_sync.state.migrate import current_revision, head_revision, upgrade
+from cdc_sync.state.migrate import HEAD_REVISION, current_revision, head_revision, upgrade
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +69,7 @@ def test_upgrade_creates_tables_and_is_idempotent(target_dsn: str) -> None:
             assert current_revision(conn) is None
             upgrade(conn)
             conn.commit()
-            assert current_revision(conn) == head_revision()
+            assert current_revision(conn) == head_revision() == HEAD_REVISION
             upgrade(conn)  # second run: no-op
             conn.commit()
     finally:
@@ -277,3 +278,31 @@ def test_audit_transaction_level_and_off(engine: sa.Engine, target_dsn: str) -> 
     ]
     assert rows[0][9] == {"counts": {"public.items_copy": {"insert": 3, "delete": 1}}, "rows": 4}
     assert rows[1][9] == {"counts": {"public.items_copy": {"update": 1}}, "rows": 1}
+
+
+def test_audit_copy_text_escapes_every_special_character(
+    engine: sa.Engine, target_dsn: str
+) -> None:
+    """COPY text is assembled by hand: backslash, tab, newline, CR and non-ASCII survive."""
+    odd = TableId("we\tird", "ta\\ble\n")
+    schema = TableSchema(odd, (Column("k", ColumnType(Kind.TEXT), False),), ("k",))
+    key = "a\\b\tc\nd\re ☎ \\N"
+    change = ChangeRecord(Op.INSERT, odd, schema, None, (key,), PgLsn(7), "x\t1", WHEN)
+    w = AuditWriter("pipe\\line\t1", "row")
+    w.add(change, odd, outcome="applied")
+    with engine.connect() as conn:
+        w.flush(conn)
+        conn.commit()
+    ((pipeline, src, tgt, op, pk, pos, tx, when, outcome, detail),) = audit(target_dsn)
+    assert (pipeline, src, tgt, op, pos, tx, when, outcome, detail) == (
+        "pipe\\line\t1",
+        str(odd),
+        str(odd),
+        "insert",
+        "pg:0/7",
+        "x\t1",
+        WHEN,
+        "applied",
+        None,
+    )
+    assert json.loads(str(pk)) == {"k": key}

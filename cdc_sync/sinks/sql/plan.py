@@ -38,10 +38,9 @@ class Group:
 
 def _hashable(key: tuple[object, ...]) -> object:
     """Keys are tuples of scalars; array-typed key columns (rare) arrive as lists."""
-    try:
-        hash(key)
-    except TypeError:
-        return repr(key)
+    for v in key:
+        if type(v) is list:
+            return repr(key)
     return key
 
 
@@ -87,6 +86,23 @@ def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
         op = rec.op
         schema = rec.schema
         idx = schema.key_indexes
+        c, new = cur, rec.after
+        if (
+            op is Op.INSERT
+            and c is not None
+            and c.kind is Kind.UPSERT
+            and c.schema is schema
+            and c.target is target
+            and not c.unchanged
+            and len(idx) == 1
+            and new is not None
+        ):
+            # Fast path for the bulk of a backlog: another insert into the open upsert group.
+            one = _hashable((new[idx[0]],))
+            if one in c.rows:
+                del c.rows[one]
+            c.rows[one] = new
+            continue
         try:
             if op is Op.DELETE:
                 before = rec.before

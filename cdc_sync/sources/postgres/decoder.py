@@ -34,6 +34,7 @@ _Q = struct.Struct(">Q").unpack_from
 
 _NONE: tuple[SourceEvent, ...] = ()
 _T, _N, _U = ord("t"), ord("n"), ord("u")
+_NEW, _KEY, _OLD = ord("N"), ord("K"), ord("O")  # tuple markers; ord() is not constant-folded
 
 
 def pg_time(micros: int) -> datetime:
@@ -223,22 +224,23 @@ class PgOutputDecoder:
         return rel
 
     def _tuple(self, data: bytes, pos: int, rel: _Rel) -> tuple[tuple[object, ...], int]:
+        # The hottest loop of the daemon (once per column of every row): locals only.
         (n,) = _U16(data, pos)
         if n != rel.ncols:
             raise PermanentError(f"{rel.table}: tuple has {n} columns, relation {rel.ncols}")
         pos += 2
         out: list[object] = []
         append = out.append
-        convs = rel.convs
+        u32 = _U32
         try:
-            for i in range(n):
+            for conv in rel.convs:
                 kind = data[pos]
                 if kind == _T:
-                    (ln,) = _U32(data, pos + 1)
-                    end = pos + 5 + ln
-                    text = data[pos + 5 : end].decode()
-                    conv = convs[i]
-                    append(text if conv is None else conv(text))
+                    end = pos + 5 + u32(data, pos + 1)[0]
+                    if conv is None:
+                        append(data[pos + 5 : end].decode())
+                    else:
+                        append(conv(data[pos + 5 : end].decode()))
                     pos = end
                 elif kind == _N:
                     append(None)
@@ -265,7 +267,7 @@ class PgOutputDecoder:
         rel = self._rel(_U32(data, 1)[0])
         if rel.ignored or self._skip:
             return _NONE
-        if data[5] != ord("N"):
+        if data[5] != _NEW:
             raise PermanentError(f"{rel.table}: malformed INSERT message")
         after, _ = self._tuple(data, 6, rel)
         self._rows += 1
@@ -281,11 +283,11 @@ class PgOutputDecoder:
             return _NONE
         pos, before, key_only = 5, None, False
         marker = data[pos]
-        if marker in (ord("K"), ord("O")):
+        if marker in (_KEY, _OLD):
             before, pos = self._tuple(data, pos + 1, rel)
-            key_only = marker == ord("K")
+            key_only = marker == _KEY
             marker = data[pos]
-        if marker != ord("N"):
+        if marker != _NEW:
             raise PermanentError(f"{rel.table}: malformed UPDATE message")
         after, _ = self._tuple(data, pos + 1, rel)
         self._rows += 1
@@ -300,14 +302,14 @@ class PgOutputDecoder:
         if rel.ignored or self._skip:
             return _NONE
         marker = data[5]
-        if marker not in (ord("K"), ord("O")):
+        if marker not in (_KEY, _OLD):
             raise PermanentError(f"{rel.table}: malformed DELETE message")
         before, _ = self._tuple(data, 6, rel)
         self._rows += 1
         assert rel.schema is not None
         return (
             ChangeRecord(Op.DELETE, rel.table, rel.schema, before, None, PgLsn(wal_start),
-                         self._xid, self._commit_time, marker == ord("K")),
+                         self._xid, self._commit_time, marker == _KEY),
         )  # fmt: skip
 
     def _truncate(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
