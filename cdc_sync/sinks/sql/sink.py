@@ -13,10 +13,21 @@ from cdc_sync.errors import CdcSyncError, PermanentError
 from cdc_sync.records import ChangeRecord, TableId, TableSchema
 from cdc_sync.sinks.sql.ddl import TableMaker
 from cdc_sync.sinks.sql.errors import classify_db_error
-from cdc_sync.sinks.sql.plan import Kind, plan
+from cdc_sync.sinks.sql.plan import Group, Kind, plan
 from cdc_sync.sinks.sql.postgres import PostgresWriter, register_adapters
 from cdc_sync.sinks.sql.types import mapper_for
 from cdc_sync.state.driver import psycopg_connection
+
+_PIPELINED = (Kind.UPSERT, Kind.DELETE)  # no per-statement result to look at
+
+
+def _target_of(run: Sequence[Group], err: psycopg.Error) -> TableId:
+    """The table a failed statement of a pipelined run wrote to (the first, when unclear)."""
+    name = getattr(err.diag, "table_name", None)
+    for group in run:
+        if group.target.name == name:
+            return group.target
+    return run[0].target
 
 
 class SqlSink:
@@ -54,15 +65,27 @@ class SqlSink:
         if not items:
             return
         raw = self._driver(conn)
+        groups = [g for g in plan(items) if g.kind is not Kind.TRUNCATE or self.apply_truncate]
         with raw.cursor() as cur:
-            for group in plan(items):
-                if group.kind is Kind.TRUNCATE and not self.apply_truncate:
-                    continue
+            i = 0
+            while i < len(groups):
+                # Runs of upserts and deletes go out in pipeline mode: the server executes
+                # one chunk while the next is being encoded here, instead of in turn.
+                j = i
+                while j < len(groups) and groups[j].kind in _PIPELINED:
+                    j += 1
+                run = groups[i:j] if j > i else groups[i : i + 1]
                 try:
-                    self._writer.execute(cur, group)
+                    if j > i:
+                        with raw.pipeline():
+                            for group in run:
+                                self._writer.execute(cur, group)
+                    else:
+                        self._writer.execute(cur, run[0])
                 except psycopg.Error as e:
                     # from None: the driver's exception text carries DETAIL (row values).
-                    raise classify_db_error(e, group.target) from None
+                    raise classify_db_error(e, _target_of(run, e)) from None
+                i += len(run)
 
     def _driver(self, conn: sa.Connection) -> psycopg.Connection[Any]:
         if conn.dialect.name != "postgresql":
