@@ -135,7 +135,8 @@ def save(results: list[Result], meta: dict[str, Any], text: str) -> Path:
     tuned = (
         "" if not isinstance(batch, dict) else "-" + "-".join(f"{k}{v:g}" for k, v in batch.items())
     )
-    path = RESULTS / f"{meta['date'][:10]}-{mode}{scale}{tuned}.md"
+    audit = "" if meta.get("audit", "row") == "row" else f"-audit-{meta['audit']}"
+    path = RESULTS / f"{meta['date'][:10]}-{mode}{audit}{scale}{tuned}.md"
     path.write_text(text)
     return path
 

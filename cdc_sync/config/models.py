@@ -69,6 +69,12 @@ class PipelineConfig(_Model):
     batch: BatchConfig = BatchConfig()
     retry: RetryConfig = RetryConfig()
 
+    @field_validator("audit", mode="before")
+    @classmethod
+    def _audit_off(cls, v: object) -> object:
+        # YAML 1.1 reads a bare `audit: off` as the boolean false; that is what the user meant.
+        return "off" if v is False else v
+
     @field_validator("tables")
     @classmethod
     def _tables(cls, v: dict[str, TableConfig]) -> dict[str, TableConfig]:

@@ -121,3 +121,14 @@ def test_shared_slot_name_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_not_yaml(tmp_path: Path) -> None:
     (line,) = _problems(_write(tmp_path, "sources: [unclosed"))
     assert "not valid YAML" in line
+
+
+def test_bare_yaml_off_means_audit_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """YAML 1.1 reads `audit: off` as false; the user meant the audit level 'off'."""
+    monkeypatch.setenv("CRM_DSN", "postgresql://cdc@db1/crm")
+    secret = tmp_path / "hub_dsn"
+    secret.write_text("postgresql://cdc@db2/hub\n")
+    text = (GOOD % secret).replace("    source: crm\n", "    source: crm\n    audit: off\n")
+    assert load_config(_write(tmp_path, text)).pipelines["crm_to_hub"].audit == "off"
+    bad = text.replace("audit: off", "audit: yes")
+    assert any("pipelines.crm_to_hub.audit" in p for p in _problems(_write(tmp_path, bad)))
