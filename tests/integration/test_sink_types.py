@@ -25,6 +25,7 @@ from cdc_sync.records import (
     TableSchema,
 )
 from cdc_sync.sinks.sql.sink import SqlSink
+from tests.integration.harness import column_types, rows_as_text
 
 pytestmark = pytest.mark.integration
 
@@ -185,22 +186,7 @@ def rec(
 
 
 def texts(dsn: str, table: str) -> list[str]:
-    with psycopg.connect(dsn) as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        conn.execute("SET extra_float_digits = 3")
-        conn.execute("SET IntervalStyle = 'postgres'")
-        cur = conn.execute(f"SELECT t::text FROM {table} t ORDER BY id")  # type: ignore[arg-type]
-        return [r[0] for r in cur.fetchall()]
-
-
-def column_types(dsn: str, table: str) -> list[tuple[str, str, bool]]:
-    with psycopg.connect(dsn) as conn:
-        cur = conn.execute(
-            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
-            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            (table,),
-        )
-        return [(r[0], r[1], r[2]) for r in cur.fetchall()]
+    return rows_as_text(dsn, table, order_by="id")
 
 
 @pytest.fixture
