@@ -52,6 +52,14 @@ def pg_bindir() -> Path:
     raise RuntimeError("PostgreSQL server binaries not found (install postgresql)")
 
 
+def _runuser() -> str:
+    """runuser lives in /usr/sbin, which a minimal root environment may not have on PATH."""
+    found = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+    if found is None:
+        raise RuntimeError("PostgreSQL refuses to run as root and runuser (util-linux) is missing")
+    return found
+
+
 class PgServer:
     """One throwaway cluster. ``dsn(db)`` connects as the superuser ``postgres`` over TCP."""
 
@@ -66,7 +74,7 @@ class PgServer:
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bindir / args[0]), *args[1:]]
         if self._os_user:
-            cmd = ["runuser", "-u", self._os_user, "--", *cmd]
+            cmd = [_runuser(), "-u", self._os_user, "--", *cmd]
         return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=120)
 
     def init(self) -> None:
