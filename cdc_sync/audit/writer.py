@@ -14,8 +14,14 @@ from cdc_sync.records import ChangeRecord, Op, Position, TableId
 from cdc_sync.state.driver import psycopg_connection
 from cdc_sync.state.tables import state_tables
 
-__all__ = ["AuditLevel", "AuditRow", "AuditWriter", "KeyRenderer", "default_key_renderer"]
-__all__ += ["json_safe"]
+__all__ = [
+    "AuditLevel",
+    "AuditRow",
+    "AuditWriter",
+    "KeyRenderer",
+    "default_key_renderer",
+    "json_safe",
+]
 
 AuditLevel = Literal["row", "transaction", "off"]
 
@@ -97,8 +103,7 @@ class AuditWriter:
         ).encode()
         self._rows: list[AuditRow] = []
         self._details: dict[tuple[str, ...], str] = {}
-        self._heads: dict[tuple[TableId | None, TableId | None, str, str], _Head] = {}
-        self._last_head: tuple[TableId, TableId, Op, str, _Head] | None = None
+        self._heads: dict[tuple[TableId | None, TableId | None, Op | str, str], _Head] = {}
         self._last_tx: _Tx | None = None
         # transaction level: per target table, per op (applied) / per outcome (the rest)
         self._counts: dict[str, dict[str, int]] = {}
@@ -115,20 +120,12 @@ class AuditWriter:
                 self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
 
     def _row(self, rec: ChangeRecord, target: TableId, outcome: str) -> AuditRow:
-        last = self._last_head
-        if (
-            last is not None
-            and last[0] is rec.table
-            and last[1] is target
-            and last[2] is rec.op
-            and last[3] is outcome
-        ):
-            head = last[4]
-        else:
-            head = self._head(rec.table, target, rec.op.value, outcome)
-            self._last_head = (rec.table, target, rec.op, outcome, head)
+        # One dict lookup per row: a run of rows shares its head (TableId hashes in C).
+        head = self._heads.get((rec.table, target, rec.op, outcome))
+        if head is None:
+            head = self._head(rec.table, target, rec.op, outcome)
         tx = self._last_tx
-        if tx is None or tx.xid is not rec.xid:
+        if tx is None or tx.xid != rec.xid or tx.commit_time != rec.commit_time:
             tx = self._last_tx = self._tx(rec.xid, rec.commit_time)
         idx = rec.schema.key_indexes
         row = rec.before if rec.op is Op.DELETE else rec.after
@@ -151,15 +148,18 @@ class AuditWriter:
             detail = self._changed_detail(rec.changed)
         return (head, pk, rec.position.to_text(), tx, detail)
 
-    def _head(self, source: TableId | None, target: TableId | None, op: str, outcome: str) -> _Head:
+    def _head(
+        self, source: TableId | None, target: TableId | None, op: Op | str, outcome: str
+    ) -> _Head:
         key = (source, target, op, outcome)
         head = self._heads.get(key)
         if head is None:
             src = None if source is None else str(source)
             tgt = None if target is None else str(target)
-            fields = (self.pipeline, src, tgt, op, outcome)
+            op_text = op.value if isinstance(op, Op) else op
+            fields = (self.pipeline, src, tgt, op_text, outcome)
             copy = "".join(_copy_text(f) + "\t" for f in fields)
-            head = self._heads[key] = _Head(src, tgt, op, outcome, copy)
+            head = self._heads[key] = _Head(src, tgt, op_text, outcome, copy)
         return head
 
     @staticmethod
@@ -207,7 +207,7 @@ class AuditWriter:
             # INSERT, and than psycopg's per-row write_row at this row count.
             text = "".join(
                 [
-                    f"{h.copy}{_copy_text(pk)}\t{pos}\t{tx.copy}\t{_copy_text(d)}\n"
+                    f"{h.copy}{_copy_text(pk)}\t{_copy_text(pos)}\t{tx.copy}\t{_copy_text(d)}\n"
                     for h, pk, pos, tx, d in rows
                 ]
             )

@@ -37,13 +37,12 @@ def alembic_config(connection: sa.Connection | None = None, schema: str | None =
 
 
 def current_revision(connection: sa.Connection, schema: str | None = None) -> str | None:
-    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415
-
-    ctx = MigrationContext.configure(
-        connection,
-        opts={"version_table": ALEMBIC_VERSION_TABLE, "version_table_schema": schema},
-    )
-    return ctx.get_current_revision()
+    """The stored revision, by plain SQL (None before the first upgrade): no Alembic import."""
+    if not sa.inspect(connection).has_table(ALEMBIC_VERSION_TABLE, schema=schema):
+        return None
+    table = sa.table(ALEMBIC_VERSION_TABLE, sa.column("version_num"), schema=schema)
+    rows = connection.execute(sa.select(table.c.version_num)).scalars().all()
+    return rows[0] if len(rows) == 1 else None
 
 
 def head_revision() -> str | None:
@@ -65,17 +64,8 @@ def upgrade(connection: sa.Connection, schema: str | None = None) -> None:
             sa.text("SELECT pg_advisory_xact_lock(:c, :o)"), {"c": _LOCK_CLASS, "o": _LOCK_OBJ}
         )
     # Cheap check first: at every start the tables are usually current already.
-    if _stored_revision(connection, schema) == HEAD_REVISION:
+    if current_revision(connection, schema) == HEAD_REVISION:
         return
     from alembic import command  # noqa: PLC0415
 
     command.upgrade(alembic_config(connection, schema), "head")
-
-
-def _stored_revision(connection: sa.Connection, schema: str | None) -> str | None:
-    """The version table's revision by plain SQL (None when there is no table yet)."""
-    table = sa.table(ALEMBIC_VERSION_TABLE, sa.column("version_num"), schema=schema)
-    if not sa.inspect(connection).has_table(ALEMBIC_VERSION_TABLE, schema=schema):
-        return None
-    rows = connection.execute(sa.select(table.c.version_num)).scalars().all()
-    return rows[0] if len(rows) == 1 else None

@@ -246,3 +246,17 @@ def test_same_semantics_when_an_array_column_forces_values_lists(target_dsn: str
             assert got == [("a   ", "a3", []), ("d   ", "big", ["u"])]
     finally:
         eng.dispose()
+
+
+def test_failure_inside_a_pipelined_run_names_its_table(engine: sa.Engine, target_dsn: str) -> None:
+    """Upserts to two tables go out in one pipelined run; the error names the failing one."""
+    other = TableId("public", "other_docs")
+    with psycopg.connect(target_dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE other_docs (id int PRIMARY KEY, body text UNIQUE, v int)")
+        c.execute("INSERT INTO other_docs VALUES (7, 'taken', NULL)")
+    second = (ins(1, "taken")[0], other)
+    with pytest.raises(RowLevelError) as ei:
+        apply(engine, [ins(1, "fine"), second])
+    msg = str(ei.value)
+    assert "public.other_docs" in msg and "public.docs," not in msg and "taken" not in msg
+    assert content(target_dsn) == []  # the whole transaction rolled back

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cdc_sync.errors import PermanentError
@@ -36,12 +36,18 @@ class Group:
     old_key: tuple[object, ...] | None = None
 
 
-def _hashable(key: tuple[object, ...]) -> object:
-    """Keys are tuples of scalars; array-typed key columns (rare) arrive as lists."""
-    for v in key:
-        if type(v) is list:
-            return repr(key)
-    return key
+KeyOf = Callable[[Row], tuple[object, ...]]
+
+
+def _key_of(schema: TableSchema) -> tuple[KeyOf, bool]:
+    """How to take the key from a row of ``schema``, and whether key tuples are hashable
+    as they are (array-typed key columns, rare, arrive as lists and need ``repr``)."""
+    idx = schema.key_indexes
+    hashable = not any(schema.columns[i].type.array_dims for i in idx)
+    if len(idx) == 1:
+        (only,) = idx
+        return (lambda row: (row[only],)), hashable
+    return (lambda row: tuple([row[i] for i in idx])), hashable
 
 
 def _unchanged(row: Row) -> tuple[int, ...]:
@@ -58,9 +64,9 @@ def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
         kind: Kind,
         target: TableId,
         schema: TableSchema,
-        *,
         key: object,
         value: Row,
+        *,
         unchanged: tuple[int, ...] = (),
     ) -> Group:
         nonlocal cur
@@ -76,65 +82,55 @@ def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
         ):
             c = cur = Group(kind, target, schema, unchanged)
             groups.append(c)
-        if key in c.rows:
+        rows = c.rows
+        if key in rows:
             # Re-insert so the dict's order is the order of the last occurrence.
-            del c.rows[key]
-        c.rows[key] = value
+            del rows[key]
+        rows[key] = value
         return c
 
+    last_schema: TableSchema | None = None
+    key_of: KeyOf = tuple
+    hashable = True
     for rec, target in items:
         op = rec.op
         schema = rec.schema
-        idx = schema.key_indexes
-        c, new = cur, rec.after
-        if (
-            op is Op.INSERT
-            and c is not None
-            and c.kind is Kind.UPSERT
-            and c.schema is schema
-            and c.target is target
-            and not c.unchanged
-            and len(idx) == 1
-            and new is not None
-        ):
-            # Fast path for the bulk of a backlog: another insert into the open upsert group.
-            one = _hashable((new[idx[0]],))
-            if one in c.rows:
-                del c.rows[one]
-            c.rows[one] = new
-            continue
+        if schema is not last_schema:  # derived once per run of one table's records
+            last_schema = schema
+            key_of, hashable = _key_of(schema)
         try:
             if op is Op.DELETE:
                 before = rec.before
                 if before is None:
                     raise ValueError("no old key")
-                key = tuple([before[i] for i in idx])
-                add(Kind.DELETE, target, schema, key=_hashable(key), value=key)
+                key = key_of(before)
+                add(Kind.DELETE, target, schema, key if hashable else repr(key), key)
                 continue
             if op is Op.TRUNCATE:
-                add(Kind.TRUNCATE, target, schema, key=None, value=())
+                add(Kind.TRUNCATE, target, schema, None, ())
                 continue
             row = rec.after
             if row is None:
                 raise ValueError("no new row")
-            key = tuple([row[i] for i in idx])
+            key = key_of(row)
+            hkey = key if hashable else repr(key)
             if op is Op.INSERT:
-                add(Kind.UPSERT, target, schema, key=_hashable(key), value=row)
+                add(Kind.UPSERT, target, schema, hkey, row)
                 continue
             unchanged = _unchanged(row) if UNCHANGED in row else ()
             before = rec.before
-            old = None if before is None else tuple([before[i] for i in idx])
+            old = None if before is None else key_of(before)
             if old is not None and old != key:
                 if unchanged:
-                    g = add(Kind.REKEY, target, schema, key=None, value=row, unchanged=unchanged)
+                    g = add(Kind.REKEY, target, schema, None, row, unchanged=unchanged)
                     g.old_key = old
                 else:
-                    add(Kind.DELETE, target, schema, key=_hashable(old), value=old)
-                    add(Kind.UPSERT, target, schema, key=_hashable(key), value=row)
+                    add(Kind.DELETE, target, schema, old if hashable else repr(old), old)
+                    add(Kind.UPSERT, target, schema, hkey, row)
             elif unchanged:
-                add(Kind.UPDATE, target, schema, key=_hashable(key), value=row, unchanged=unchanged)
+                add(Kind.UPDATE, target, schema, hkey, row, unchanged=unchanged)
             else:
-                add(Kind.UPSERT, target, schema, key=_hashable(key), value=row)
+                add(Kind.UPSERT, target, schema, hkey, row)
         except ValueError as e:
             # A record without the row its op needs: a source bug, not something to retry.
             raise PermanentError(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from contextlib import nullcontext
+from itertools import groupby
 from typing import Any
 
 import psycopg
@@ -21,13 +23,12 @@ from cdc_sync.state.driver import psycopg_connection
 _PIPELINED = (Kind.UPSERT, Kind.DELETE)  # no per-statement result to look at
 
 
-def _target_of(run: Sequence[Group], err: psycopg.Error) -> TableId:
-    """The table a failed statement of a pipelined run wrote to (the first, when unclear)."""
+def _target_of(run: Sequence[Group], err: psycopg.Error) -> str:
+    """The table(s) a failed statement of a pipelined run may have written to: the one the
+    server names, else every table of the run (the failure surfaces at the run's end)."""
     name = getattr(err.diag, "table_name", None)
-    for group in run:
-        if group.target.name == name:
-            return group.target
-    return run[0].target
+    tables = sorted({str(g.target) for g in run if name is None or g.target.name == name})
+    return ", ".join(tables or sorted({str(g.target) for g in run}))
 
 
 class SqlSink:
@@ -67,25 +68,21 @@ class SqlSink:
         raw = self._driver(conn)
         groups = [g for g in plan(items) if g.kind is not Kind.TRUNCATE or self.apply_truncate]
         with raw.cursor() as cur:
-            i = 0
-            while i < len(groups):
-                # Runs of upserts and deletes go out in pipeline mode: the server executes
-                # one chunk while the next is being encoded here, instead of in turn.
-                j = i
-                while j < len(groups) and groups[j].kind in _PIPELINED:
-                    j += 1
-                run = groups[i:j] if j > i else groups[i : i + 1]
+            # Runs of upserts and deletes go out in pipeline mode: the server executes one
+            # chunk while the next is being encoded here, instead of in turn. Other groups
+            # look at their statement's row count, so they go one by one.
+            for pipelined, members in groupby(groups, key=lambda g: g.kind in _PIPELINED):
+                run = list(members)
+                group = run[0]
                 try:
-                    if j > i:
-                        with raw.pipeline():
-                            for group in run:
-                                self._writer.execute(cur, group)
-                    else:
-                        self._writer.execute(cur, run[0])
+                    with raw.pipeline() if pipelined else nullcontext():
+                        for group in run:
+                            self._writer.execute(cur, group)
                 except psycopg.Error as e:
+                    # A pipelined statement fails at the end of the run: find its table.
+                    target = _target_of(run, e) if pipelined else str(group.target)
                     # from None: the driver's exception text carries DETAIL (row values).
-                    raise classify_db_error(e, _target_of(run, e)) from None
-                i += len(run)
+                    raise classify_db_error(e, target) from None
 
     def _driver(self, conn: sa.Connection) -> psycopg.Connection[Any]:
         if conn.dialect.name != "postgresql":
