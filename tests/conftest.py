@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from cdc_sync.testing.myserver import MyServer, running_mariadb
 from cdc_sync.testing.pgserver import PgServer, running_pg
 
 _counter = itertools.count()
@@ -40,4 +41,38 @@ def target_dsn(pg_target_server: PgServer) -> str:
 def pg_private_server() -> Iterator[PgServer]:
     """A server of the test's own, for tests that restart or crash it."""
     with running_pg() as server:
+        yield server
+
+
+# -- MariaDB ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def my_source_server() -> Iterator[MyServer]:
+    with running_mariadb() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def my_target_server() -> Iterator[MyServer]:
+    with running_mariadb() as server:
+        yield server
+
+
+@pytest.fixture
+def my_source_dsn(my_source_server: MyServer) -> str:
+    """A fresh, empty database on the MariaDB source server (mysql://root@…/db)."""
+    return my_source_server.create_database(f"msrc_{next(_counter)}")
+
+
+@pytest.fixture
+def my_target_dsn(my_target_server: MyServer) -> str:
+    """A fresh, empty database on the MariaDB target server."""
+    return my_target_server.create_database(f"mtgt_{next(_counter)}")
+
+
+@pytest.fixture
+def my_private_server() -> Iterator[MyServer]:
+    """A MariaDB server of the test's own, for tests that restart, crash or purge it."""
+    with running_mariadb() as server:
         yield server

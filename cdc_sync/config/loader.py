@@ -67,7 +67,7 @@ def _walk(node: Any, path: str, problems: list[str]) -> Any:
 
 def _loc(loc: tuple[int | str, ...]) -> str:
     # pydantic adds the discriminator value ('postgres') as a path element; users never wrote it
-    parts = [str(p) for p in loc if p not in ("postgres",)]
+    parts = [str(p) for p in loc if p not in ("postgres", "mysql")]
     return ".".join(parts)
 
 

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from cdc_sync.config.dsn import parse_mysql_dsn
+
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,40}$"
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$")
 
@@ -24,6 +26,23 @@ class PostgresSource(_Model):
     status_interval_seconds: float = Field(default=10.0, gt=0)
 
 
+class MysqlSource(_Model):
+    """MySQL 8.0+ / MariaDB 10.6+ binlog capture; the flavour is detected from the server."""
+
+    type: Literal["mysql"]
+    dsn: SecretStr
+    server_id: int = Field(ge=1, le=2**32 - 1)  # unique among the server's replicas
+    # auto: GTID when the server has it on (always on MariaDB), else file:pos.
+    position_mode: Literal["auto", "gtid", "file"] = "auto"
+    heartbeat_seconds: float = Field(default=1.0, gt=0, le=3600)
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: SecretStr) -> SecretStr:
+        parse_mysql_dsn(v.get_secret_value())
+        return v
+
+
 class PostgresTarget(_Model):
     type: Literal["postgres"]
     dsn: SecretStr
@@ -31,8 +50,24 @@ class PostgresTarget(_Model):
     state_schema: str | None = Field(default=None, pattern=_NAME)
 
 
-SourceConfig = Annotated[PostgresSource, Field(discriminator="type")]
-TargetConfig = Annotated[PostgresTarget, Field(discriminator="type")]
+class MysqlTarget(_Model):
+    type: Literal["mysql"]
+    dsn: SecretStr
+    create_tables: bool = True
+    # Database for the cdc_sync_* tables; default: the DSN's database.
+    state_schema: str | None = Field(default=None, pattern=_NAME)
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: SecretStr) -> SecretStr:
+        dsn = parse_mysql_dsn(v.get_secret_value())
+        if not dsn.database:
+            raise ValueError("the MySQL target URL must name a database (mysql://…/dbname)")
+        return v
+
+
+SourceConfig = Annotated[PostgresSource | MysqlSource, Field(discriminator="type")]
+TargetConfig = Annotated[PostgresTarget | MysqlTarget, Field(discriminator="type")]
 
 
 class TableConfig(_Model):
@@ -109,7 +144,7 @@ class Config(_Model):
                 problems.append(f"pipelines.{name}.target: no target named {p.target!r}")
         for sname, s in self.sources.items():
             users = [n for n, p in self.pipelines.items() if p.source == sname]
-            if len(users) > 1 and (s.slot or s.publication):
+            if len(users) > 1 and isinstance(s, PostgresSource) and (s.slot or s.publication):
                 problems.append(
                     f"sources.{sname}.slot: source feeds pipelines {users}; a slot/publication "
                     "name cannot be shared, remove it to get cdc_sync_<pipeline> per pipeline"
@@ -120,8 +155,10 @@ class Config(_Model):
 
     def slot_for(self, pipeline: str) -> str:
         src = self.sources[self.pipelines[pipeline].source]
-        return src.slot or f"cdc_sync_{pipeline}"
+        slot = src.slot if isinstance(src, PostgresSource) else None
+        return slot or f"cdc_sync_{pipeline}"
 
     def publication_for(self, pipeline: str) -> str:
         src = self.sources[self.pipelines[pipeline].source]
-        return src.publication or f"cdc_sync_{pipeline}"
+        pub = src.publication if isinstance(src, PostgresSource) else None
+        return pub or f"cdc_sync_{pipeline}"

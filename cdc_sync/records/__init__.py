@@ -12,12 +12,13 @@ from cdc_sync.records.change import (
     TxBegin,
     TxCommit,
 )
-from cdc_sync.records.positions import PgLsn, Position
+from cdc_sync.records.positions import BinlogPosition, PgLsn, Position
 from cdc_sync.records.schema import Column, ColumnType, Kind, TableId, TableSchema
 from cdc_sync.records.values import UNCHANGED, Interval, JsonText
 
 __all__ = [
     "UNCHANGED",
+    "BinlogPosition",
     "ChangeRecord",
     "Column",
     "ColumnType",

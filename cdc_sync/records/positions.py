@@ -102,3 +102,43 @@ class PgLsn(Position):
     @classmethod
     def zero(cls) -> PgLsn:
         return cls(0)
+
+
+_BINLOG_RE = re.compile(r"^([^:|]+):(\d+)(?:\|gtid=(.*))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class BinlogPosition(Position):
+    """A MySQL / MariaDB binlog point: ``file:pos`` and, when the server has GTIDs on, the
+    GTID state reached there (MariaDB ``domain-server-seq`` list, or a MySQL GTID set).
+
+    Order is by file:pos, which is total on one server; ``gtid`` is what resuming uses when
+    present, since it survives binlog rotation and failover where file:pos does not.
+    Text: ``mysql:mariadb-bin.000003:1234`` or ``mysql:mariadb-bin.000003:1234|gtid=0-1-55``.
+    """
+
+    kind: ClassVar[str] = "mysql"
+    file: str
+    pos: int
+    gtid: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.file or ":" in self.file or "|" in self.file or self.pos < 0:
+            raise ValueError(f"not a binlog position: {self.file!r}:{self.pos}")
+
+    def sort_key(self) -> tuple[int, ...]:
+        # The numeric extension orders files (mariadb-bin.000010 after .000009, and after
+        # .999999 comes .1000000); the base name is the same for every file of one server.
+        _, _, ext = self.file.rpartition(".")
+        return (int(ext) if ext.isdigit() else 0, self.pos)
+
+    def body(self) -> str:
+        text = f"{self.file}:{self.pos}"
+        return f"{text}|gtid={self.gtid}" if self.gtid else text
+
+    @classmethod
+    def from_body(cls, text: str) -> BinlogPosition:
+        m = _BINLOG_RE.match(text.strip())
+        if not m:
+            raise ValueError(f"not a binlog position (file:pos[|gtid=...]): {text!r}")
+        return cls(m.group(1), int(m.group(2)), m.group(3) or "")

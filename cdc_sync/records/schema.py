@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -33,7 +34,9 @@ class TableId(NamedTuple):
 class Kind(enum.Enum):
     """Canonical column kinds; each has one canonical Python value type (see README)."""
 
+    TINYINT = "tinyint"  # int (MySQL; PostgreSQL targets widen it to smallint)
     SMALLINT = "smallint"  # int
+    MEDIUMINT = "mediumint"  # int (MySQL; PostgreSQL targets widen it to integer)
     INTEGER = "integer"  # int
     BIGINT = "bigint"  # int
     NUMERIC = "numeric"  # decimal.Decimal (NaN / Infinity allowed, see README)
@@ -53,6 +56,10 @@ class Kind(enum.Enum):
     JSONB = "jsonb"  # records.values.JsonText
     BYTES = "bytes"  # bytes
     ENUM = "enum"  # str (labels in ColumnType.enum_labels)
+    SET = "set"  # str, members comma-joined in label order as MySQL shows them (enum_labels)
+    YEAR = "year"  # int (MySQL YEAR; smallint in PostgreSQL)
+    DURATION = "duration"  # datetime.timedelta (MySQL TIME: negative / > 24 h; interval in PG)
+    BIT = "bit"  # str of '0'/'1', exactly `length` digits (MySQL BIT(n), PostgreSQL bit(n))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,25 +70,17 @@ class ColumnType:
     """
 
     kind: Kind
-    length: int | None = None  # VARCHAR / CHAR
+    length: int | None = None  # VARCHAR / CHAR chars; BIT digits; TEXT / BYTES max bytes (MySQL)
     precision: int | None = None  # NUMERIC digits, TIME/TIMESTAMP fractional digits
     scale: int | None = None  # NUMERIC
     array_dims: int = 0
     enum_name: str | None = None
     enum_labels: tuple[str, ...] = ()
+    unsigned: bool = False  # MySQL UNSIGNED integer kinds (PG widens to the next kind)
     source_name: str = field(default="", compare=False)
 
     def element(self) -> ColumnType:
-        return ColumnType(
-            self.kind,
-            self.length,
-            self.precision,
-            self.scale,
-            0,
-            self.enum_name,
-            self.enum_labels,
-            self.source_name,
-        )
+        return dataclasses.replace(self, array_dims=0)
 
 
 @dataclass(frozen=True, slots=True)

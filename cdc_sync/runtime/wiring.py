@@ -7,7 +7,8 @@ from collections.abc import Mapping
 import psycopg
 import sqlalchemy as sa
 
-from cdc_sync.config.models import Config, PostgresSource
+from cdc_sync.config.dsn import parse_mysql_dsn
+from cdc_sync.config.models import Config, MysqlSource, MysqlTarget, PostgresSource
 from cdc_sync.records import TableId
 from cdc_sync.sources.base import Source
 from cdc_sync.sources.postgres.source import PostgresSource as PgCapture
@@ -15,9 +16,41 @@ from cdc_sync.sources.postgres.source import PostgresSource as PgCapture
 APPLICATION_NAME = "cdc-sync"
 
 
+# Every MySQL / MariaDB target session: strict mode so nothing is silently truncated or
+# zero-dated, UTC so TIMESTAMP values keep their instant, utf8mb4 for 4-byte characters.
+MYSQL_SESSION_SQL = (
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,"
+    "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO,"
+    "ANSI_QUOTES', time_zone = '+00:00', names utf8mb4 COLLATE utf8mb4_bin"
+)
+
+
+def _mysql_engine(target: MysqlTarget, pipeline: str) -> sa.Engine:
+    """PyMySQL under SQLAlchemy; the password reaches PyMySQL only through the creator."""
+    import pymysql  # noqa: PLC0415  (only MySQL targets pay for the import)
+
+    dsn = parse_mysql_dsn(target.dsn.get_secret_value())
+
+    def connect() -> pymysql.connections.Connection:
+        args = {"connect_timeout": 10, "read_timeout": 300, "write_timeout": 300}
+        args.update(dsn.connect_args())
+        return pymysql.connect(
+            database=dsn.database,
+            charset="utf8mb4",
+            autocommit=False,
+            init_command=MYSQL_SESSION_SQL,
+            program_name=f"{APPLICATION_NAME}:{pipeline}",
+            **args,
+        )
+
+    return sa.create_engine("mysql+pymysql://", creator=connect, pool_size=2, pool_pre_ping=True)
+
+
 def target_engine(config: Config, pipeline: str) -> sa.Engine:
     """An engine whose URL holds no secret: libpq gets the DSN only through the creator."""
     target = config.targets[config.pipelines[pipeline].target]
+    if isinstance(target, MysqlTarget):
+        return _mysql_engine(target, pipeline)
     dsn = target.dsn.get_secret_value()
 
     def connect() -> psycopg.Connection[tuple[object, ...]]:
@@ -49,6 +82,16 @@ def table_map(config: Config, pipeline: str) -> dict[TableId, TableId]:
 def build_source(config: Config, pipeline: str) -> Source:
     pc = config.pipelines[pipeline]
     sc = config.sources[pc.source]
+    if isinstance(sc, MysqlSource):
+        from cdc_sync.sources.mysql.source import MysqlCapture  # noqa: PLC0415
+
+        return MysqlCapture(
+            dsn=parse_mysql_dsn(sc.dsn.get_secret_value()),
+            server_id=sc.server_id,
+            tables=list(table_map(config, pipeline)),
+            position_mode=sc.position_mode,
+            heartbeat_seconds=sc.heartbeat_seconds,
+        )
     assert isinstance(sc, PostgresSource)
     return PgCapture(
         dsn=sc.dsn.get_secret_value(),
@@ -61,7 +104,7 @@ def build_source(config: Config, pipeline: str) -> Source:
 
 def may_create(config: Config, pipeline: str) -> bool:
     sc = config.sources[config.pipelines[pipeline].source]
-    return sc.create_slot
+    return sc.create_slot if isinstance(sc, PostgresSource) else True
 
 
 def targets_of(config: Config, pipeline: str) -> Mapping[TableId, TableId]:

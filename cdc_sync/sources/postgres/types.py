@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -130,10 +131,7 @@ class TypeResolver:
             inner = self._column_type(t.elem, typmod, where, 0, depth + 1)
             if inner.array_dims:
                 raise UnsupportedTypeError(table, column, t.display)
-            return ColumnType(
-                inner.kind, inner.length, inner.precision, inner.scale, dims,
-                inner.enum_name, inner.enum_labels, f"{inner.source_name}[]",
-            )  # fmt: skip
+            return dataclasses.replace(inner, array_dims=dims, source_name=f"{inner.source_name}[]")
         if t.typtype == "e":
             return ColumnType(
                 Kind.ENUM, enum_name=t.name, enum_labels=t.enum_labels, source_name=t.display

@@ -1,0 +1,1 @@
+"""MySQL / MariaDB binlog capture (python-mysql-replication over PyMySQL)."""
