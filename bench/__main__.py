@@ -53,6 +53,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE,...",
         help="pipeline batch settings, e.g. max_seconds=0.05,max_rows=5000",
     )
+    p.add_argument("--rounds", type=int, default=2, help="compare: alternating runs of each")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per daemon run")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of markdown")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results/")
@@ -87,13 +88,14 @@ def options(args: argparse.Namespace) -> Options:
         duration=duration,
         timeout=args.timeout,
         batch=args.batch,
+        rounds=args.rounds,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     opts = options(args)
-    modes = list(MODES) if args.mode == "all" else [args.mode]
+    modes = ["drain", "live", "bigtx"] if args.mode == "all" else [args.mode]
     meta: dict[str, Any] = {
         "date": report.now(),
         "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from bench import logstats
 from bench.daemon import ChildStats, Daemon
 from bench.env import PIPELINE, TABLE, BenchEnv, bench_env
 from bench.lag import Probe, audit_lag_ms, percentiles
+from bench.mysql import mysql_drain
+from bench.native import native
 from bench.procstat import server_cpu_s
 from bench.report import RESULTS, Result
 from bench.verify import Check, audit_check, audit_counts, compare_tables, content_check
@@ -31,6 +34,7 @@ class Options:
     duration: float = 20.0  # live: seconds
     timeout: float = 1800.0  # per daemon run
     batch: dict[str, float] | None = None  # pipeline batch settings (max_rows, max_seconds, ...)
+    rounds: int = 2  # compare: alternating native / cdc-sync runs
 
 
 def _tail(d: Daemon) -> str:
@@ -288,4 +292,58 @@ def bigtx(opts: Options) -> Result:
     return r
 
 
-MODES = {"drain": drain, "live": live, "bigtx": bigtx}
+def _drain_figures(r: Result, d: Daemon, st: ChildStats, changes: int) -> None:
+    _child(r, st, changes)
+    _daemon_log(r, d, changes)
+    r.checks.append(
+        Check(
+            "exit code",
+            st.exit_code == 0,
+            f"{st.exit_code}" + ("" if st.exit_code == 0 else f": {_tail(d)}"),
+        )
+    )
+
+
+def mysql_drain_mode(opts: Options) -> Result:
+    return mysql_drain(opts, _drain_figures)
+
+
+def native_drain(opts: Options) -> Result:
+    return native(opts, opts.scale, opts.timeout)
+
+
+def compare(opts: Options) -> Result:
+    """Alternating runs of native logical replication and cdc-sync on the same backlog, so
+    both see the same machine state; the ratio of medians is the machine-independent figure."""
+    r = Result("compare")
+    ours: list[float] = []
+    theirs: list[float] = []
+    for i in range(opts.rounds):
+        for name, fn, out in (("native", native_drain, theirs), ("cdc-sync", drain, ours)):
+            one = fn(opts)
+            rate = one.figures.get("rows_per_s")
+            r.figures[f"{name}_{i + 1}_rows_per_s"] = rate
+            if one.mode == "drain":
+                r.figures[f"{name}_{i + 1}_stream_rows_per_s"] = one.figures.get(
+                    "stream_rows_per_s"
+                )
+            for ch in one.checks:
+                r.checks.append(Check(f"{name} {i + 1}: {ch.name}", ch.ok, ch.detail))
+            if isinstance(rate, int | float):
+                out.append(float(rate))
+    if ours and theirs:
+        a, b = statistics.median(ours), statistics.median(theirs)
+        r.figures["cdc_sync_median_rows_per_s"] = round(a)
+        r.figures["native_median_rows_per_s"] = round(b)
+        r.figures["ratio_cdc_sync_to_native"] = round(a / b, 2)
+    return r
+
+
+MODES = {
+    "drain": drain,
+    "live": live,
+    "bigtx": bigtx,
+    "native": native_drain,
+    "compare": compare,
+    "mysql-drain": mysql_drain_mode,
+}

@@ -10,9 +10,21 @@ import sqlalchemy as sa
 from cdc_sync.checkpoint.store import CheckpointStore
 from cdc_sync.config.models import Config
 from cdc_sync.errors import CdcSyncError
-from cdc_sync.records import PgLsn
+from cdc_sync.records import BinlogPosition, PgLsn, Position
 from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.wiring import build_source, target_engine
+
+
+def _bytes_behind(head: Position, at: Position) -> int | None:
+    """Source log bytes not yet applied; None where the position kinds cannot tell (binlog
+    positions in different files: the sizes of the files between are not known here)."""
+    if isinstance(head, PgLsn) and isinstance(at, PgLsn):
+        return max(0, head.value - at.value)
+    if isinstance(head, BinlogPosition) and isinstance(at, BinlogPosition):
+        if head.file == at.file:
+            return max(0, head.pos - at.pos)
+        return 0 if head <= at else None
+    return None
 
 
 def describe(config: Config, name: str) -> dict[str, Any]:
@@ -49,11 +61,7 @@ def describe(config: Config, name: str) -> dict[str, Any]:
     out["position"] = cp.position.to_text()
     out["last_applied_at"] = cp.updated_at.isoformat() if cp.updated_at else None
     out["last_source_commit"] = cp.committed_at.isoformat() if cp.committed_at else None
-    behind = (
-        max(0, head.value - cp.position.value)
-        if isinstance(head, PgLsn) and isinstance(cp.position, PgLsn)
-        else None
-    )
+    behind = _bytes_behind(head, cp.position)
     out["lag_bytes"] = behind
     # Nothing pending means no lag, however long ago the last change was.
     if behind == 0 or cp.committed_at is None:

@@ -9,6 +9,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -20,7 +21,7 @@ from tenacity import (
 
 from cdc_sync import logs
 from cdc_sync.audit.writer import AuditWriter
-from cdc_sync.checkpoint.store import CheckpointStore
+from cdc_sync.checkpoint.store import Checkpoint, CheckpointStore
 from cdc_sync.config.models import Config
 from cdc_sync.errors import CdcSyncError, PermanentError, ShutdownRequested, TransientError
 from cdc_sync.runtime.classify import classify
@@ -28,6 +29,7 @@ from cdc_sync.runtime.pipeline import PipelineLoop
 from cdc_sync.runtime.stop import StopFlag
 from cdc_sync.runtime.wiring import build_source, may_create, table_map, target_engine
 from cdc_sync.sinks.sql.sink import SqlSink
+from cdc_sync.sources.base import Source
 from cdc_sync.state.migrate import upgrade
 
 _SWITCH_INTERVAL_S = 0.0005
@@ -64,6 +66,8 @@ def run_once(config: Config, name: str, stop: StopFlag, until_caught_up: bool) -
             conn.commit()
             cp = checkpoints.load(conn)
             schemas = source.prepare(create=may_create(config, name))
+            if cp is None:
+                cp = _initial_checkpoint(conn, checkpoints, source, token)
             sink = SqlSink(create_tables=tc.create_tables)
             for table, schema in schemas.items():
                 sink.ensure_table(conn, schema, targets[table])
@@ -96,6 +100,22 @@ def run_once(config: Config, name: str, stop: StopFlag, until_caught_up: bool) -
     finally:
         source.close()
         engine.dispose()
+
+
+def _initial_checkpoint(
+    conn: Connection, checkpoints: CheckpointStore, source: Source, token: int
+) -> Checkpoint | None:
+    """A new pipeline on a source without a server-side slot (MySQL / MariaDB) starts at the
+    source's current head. That start is stored before streaming: otherwise a crash before
+    the first commit would restart at a later head and lose what was written in between.
+    A PostgreSQL slot keeps its start point itself (``start_position`` is absent there)."""
+    start = getattr(source, "start_position", None)
+    if start is None:
+        return None
+    position = start()
+    checkpoints.save(conn, position, None, None, token)
+    conn.commit()
+    return checkpoints.load(conn)
 
 
 def run_pipeline(config: Config, name: str, stop: StopFlag, until_caught_up: bool) -> Outcome:

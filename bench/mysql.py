@@ -1,0 +1,200 @@
+"""MySQL/MariaDB → PostgreSQL drain: the same 125k-change backlog written to a MariaDB source."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pymysql
+
+from bench.daemon import Daemon
+from bench.env import PIPELINE, TABLE
+from bench.report import RESULTS, Result
+from bench.verify import Check, audit_check, audit_counts
+from bench.workload import Backlog, BacklogSpec
+from cdc_sync.testing.myserver import MyServer, running_mariadb
+from cdc_sync.testing.pgserver import PgServer, running_pg
+
+MY_DDL = f"""
+CREATE TABLE {TABLE} (
+    id bigint PRIMARY KEY,
+    name varchar(200) NOT NULL,
+    phone varchar(32),
+    email varchar(320),
+    status smallint NOT NULL DEFAULT 0,
+    do_not_call tinyint(1) NOT NULL DEFAULT 0,
+    balance decimal(12,2) NOT NULL DEFAULT 0,
+    updated_at timestamp(6) NOT NULL DEFAULT current_timestamp(6)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+"""
+COLUMNS = "id, name, phone, email, status, do_not_call, balance, updated_at"
+
+CONFIG = """\
+sources:
+  src: {{type: mysql, dsn: "${{BENCH_SRC_DSN}}", server_id: 4242}}
+targets:
+  tgt: {{type: postgres, dsn: "${{BENCH_TGT_DSN}}"}}
+pipelines:
+  {pipeline}:
+    source: src
+    target: tgt
+    audit: {audit}
+{batch}    tables:
+      crm.{table}: {{target: public.{table}}}
+logging: {{level: INFO, format: json}}
+"""
+
+
+@dataclass
+class MyBenchEnv:
+    source: MyServer
+    target: PgServer
+    source_dsn: str
+    target_dsn: str
+    config: Path
+    env: dict[str, str]
+    logs: Path
+    audit: str
+
+    def daemon(self, step: str) -> Daemon:
+        log = self.logs.with_name(f"{self.logs.name}-{step}.log")
+        log.unlink(missing_ok=True)
+        return Daemon(self.config, self.env, log)
+
+
+@contextlib.contextmanager
+def my_bench_env(
+    workdir: Path, logs: Path, audit: str, batch: dict[str, float] | None = None
+) -> Iterator[MyBenchEnv]:
+    with running_mariadb() as src, running_pg() as tgt:
+        source_dsn = src.create_database("crm")
+        target_dsn = tgt.create_database("hub")
+        with src.connect("crm") as c, c.cursor() as cur:
+            cur.execute(MY_DDL)
+        b = ""
+        if batch:
+            b = "    batch: {" + ", ".join(f"{k}: {v}" for k, v in batch.items()) + "}\n"
+        config = workdir / "bench.yaml"
+        config.write_text(CONFIG.format(pipeline=PIPELINE, audit=audit, batch=b, table=TABLE))
+        env = {**os.environ, "BENCH_SRC_DSN": source_dsn, "BENCH_TGT_DSN": target_dsn}
+        yield MyBenchEnv(src, tgt, source_dsn, target_dsn, config, env, logs, audit)
+
+
+def _row(rng: random.Random, i: int) -> tuple[object, ...]:
+    phone = None if rng.random() < 0.1 else f"+44 20 7946 {rng.randrange(10_000):04d}"
+    email = None if rng.random() < 0.1 else f"c.{i}@example.com"
+    balance = Decimal(rng.randrange(-100_000, 10_000_000)) / 100
+    name = rng.choice(["Ada Lovelace", "Zoë O'Brien", "José Müller", "美咲 Turing"])
+    return (i, name, phone, email, rng.randrange(4), int(rng.random() < 0.05), balance)
+
+
+def write_my_backlog(server: MyServer, spec: BacklogSpec, seed: int = 2) -> Backlog:
+    """Inserts in transactions of ``tx_rows`` (one multi-row INSERT each), then single-row
+    UPDATEs and DELETEs, ``tx_rows`` statements per transaction: the PG workload's shape."""
+    rng = random.Random(seed)
+    out = Backlog()
+    t0 = time.monotonic()
+    ids = list(range(1, spec.inserts + 1))
+    ins = (
+        f"INSERT INTO {TABLE} (id, name, phone, email, status, do_not_call, balance) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    )
+    upd = (
+        f"UPDATE {TABLE} SET status = %s, balance = balance + %s, phone = %s, "
+        "updated_at = current_timestamp(6) WHERE id = %s"
+    )
+    with server.connect("crm", autocommit=False) as c, c.cursor() as cur:
+        for k in range(0, len(ids), spec.tx_rows):
+            out.inserts += cur.executemany(ins, [_row(rng, i) for i in ids[k : k + spec.tx_rows]])
+            c.commit()
+            out.transactions += 1
+        targets = [rng.choice(ids) for _ in range(spec.updates)]
+        for k in range(0, len(targets), spec.tx_rows):
+            for i in targets[k : k + spec.tx_rows]:
+                delta = Decimal(rng.randrange(-5000, 5000)) / 100
+                phone = f"+1 202 555 {rng.randrange(10_000):04d}"
+                # Affected = changed rows: an UPDATE that changes nothing logs no row event.
+                out.updates += cur.execute(upd, (rng.randrange(4), delta, phone, i))
+            c.commit()
+            out.transactions += 1
+        dels = rng.sample(ids, spec.deletes)
+        for k in range(0, len(dels), spec.tx_rows):
+            for i in dels[k : k + spec.tx_rows]:
+                out.deletes += cur.execute(f"DELETE FROM {TABLE} WHERE id = %s", (i,))
+            c.commit()
+            out.transactions += 1
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+def _canon(row: tuple[Any, ...]) -> str:
+    """One row as text both engines agree on: timestamps as UTC ISO, numbers as text."""
+
+    def one(v: Any) -> str:
+        if isinstance(v, datetime):
+            return (v if v.tzinfo else v.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+        if isinstance(v, bool):
+            return str(int(v))
+        return "\\N" if v is None else str(v)
+
+    return "\t".join(one(v) for v in row)
+
+
+def compare_cross(env: MyBenchEnv) -> Check:
+    """Every row and column of source (MariaDB) and target (PostgreSQL), by key, sha256."""
+    with env.source.connect("crm") as c, c.cursor() as cur:
+        cur.execute("SET time_zone = '+00:00'")
+        cur.execute(f"SELECT {COLUMNS} FROM {TABLE} ORDER BY id")
+        src = [_canon(r) for r in cur.fetchall()]
+    with psycopg.connect(env.target_dsn) as t:
+        t.execute("SET TimeZone = 'UTC'")
+        tgt = [_canon(r) for r in t.execute(f"SELECT {COLUMNS} FROM {TABLE} ORDER BY id")]
+    hs = hashlib.sha256("\n".join(src).encode()).hexdigest()
+    ht = hashlib.sha256("\n".join(tgt).encode()).hexdigest()
+    if hs == ht:
+        return Check("content", True, f"{len(src)} rows identical (sha256 {hs[:16]})")
+    diff = [f"source {a} / target {b}" for a, b in zip(src, tgt, strict=False) if a != b][:3]
+    return Check("content", False, f"source {len(src)} rows, target {len(tgt)}; {diff}")
+
+
+def _pymysql_version() -> str:
+    return str(getattr(pymysql, "__version__", "?"))
+
+
+def mysql_drain(opts: Any, drain_figures: Any) -> Result:
+    """Backlog written to MariaDB while the daemon is stopped, then one timed drain into PG."""
+    r = Result("mysql-drain")
+    spec = BacklogSpec().scaled(opts.scale)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        my_bench_env(Path(tmp), RESULTS / "mysql-drain", opts.audit, opts.batch) as env,
+    ):
+        d = env.daemon("prime")
+        st = d.run("run", "--until-caught-up", timeout=180)
+        r.figures["prime_s"] = round(st.wall_s, 2)
+        if st.exit_code != 0:
+            r.checks.append(Check("prime", False, f"exit {st.exit_code}: {d.log_tail(12)}"))
+            return r
+        b = write_my_backlog(env.source, spec)
+        r.figures["row_changes"] = b.changes
+        r.figures["source_transactions"] = b.transactions
+        r.figures["workload_write_s"] = round(b.seconds, 2)
+        d = env.daemon("drain")
+        st = d.run("run", "--until-caught-up", timeout=opts.timeout)
+        drain_figures(r, d, st, b.changes)
+        r.checks.append(compare_cross(env))
+        counts = audit_counts(env.target_dsn, PIPELINE)
+        r.checks.append(audit_check(counts, env.audit, b.changes, b.transactions))
+    r.notes.append(f"source MariaDB (PyMySQL {_pymysql_version()}), target PostgreSQL")
+    return r

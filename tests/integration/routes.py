@@ -1,0 +1,177 @@
+"""Cross-engine helpers: configs for any source/target pair, rows read as comparable values."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pymysql
+
+CONFIG = """
+sources:
+  src: {{type: {stype}, dsn: "${{SRC_DSN}}"{sextra}}}
+targets:
+  tgt: {{type: {ttype}, dsn: "${{TGT_DSN}}"}}
+pipelines:
+  {pipeline}:
+    source: src
+    target: tgt
+    audit: row
+    batch: {{max_rows: {max_rows}, max_seconds: {max_seconds}, flush_rows: {flush_rows}}}
+    retry: {{initial_seconds: 0.1, max_seconds: 1}}
+    tables:
+{tables}
+logging: {{level: INFO, format: json}}
+"""
+
+
+def kind(dsn: str) -> str:
+    return "mysql" if dsn.startswith("mysql") else "postgres"
+
+
+class Route:
+    """One pipeline from ``source_dsn`` to ``target_dsn`` (either engine), run through the CLI."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        source_dsn: str,
+        target_dsn: str,
+        tables: dict[str, str | None],
+        pipeline: str = "route",
+        max_rows: int = 20_000,
+        max_seconds: float = 0.2,
+        flush_rows: int = 5_000,
+        source_extra: str = "",
+    ) -> None:
+        stype, ttype = kind(source_dsn), kind(target_dsn)
+        if stype == "mysql" and "server_id" not in source_extra:
+            # Unique per source database: tests share a server, the server_id must differ.
+            source_extra += f", server_id: {1000 + abs(hash(source_dsn)) % 100000}"
+        lines = [
+            f"      {t}: {{target: {tgt}}}" if tgt else f"      {t}: {{}}"
+            for t, tgt in tables.items()
+        ]
+        self.config = tmp / f"{pipeline}.yaml"
+        self.config.write_text(
+            CONFIG.format(
+                stype=stype,
+                ttype=ttype,
+                sextra=source_extra,
+                pipeline=pipeline,
+                max_rows=max_rows,
+                max_seconds=max_seconds,
+                flush_rows=flush_rows,
+                tables="\n".join(lines),
+            )
+        )
+        self.pipeline = pipeline
+        self.source_dsn, self.target_dsn = source_dsn, target_dsn
+        self.env = {**os.environ, "SRC_DSN": source_dsn, "TGT_DSN": target_dsn}
+        self.log = tmp / f"{pipeline}.log"
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cdc_sync", *args, "-c", str(self.config)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def drain(self) -> subprocess.CompletedProcess[str]:
+        res = self.cli("run", "--until-caught-up")
+        with self.log.open("a") as f:
+            f.write(res.stderr)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as f:
+            return subprocess.Popen(
+                [sys.executable, "-m", "cdc_sync", "run", "-c", str(self.config)],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=f,
+            )
+
+
+def my_connect(dsn: str) -> pymysql.connections.Connection:
+    u = urlsplit(dsn)
+    return pymysql.connect(
+        host=u.hostname,
+        port=u.port or 3306,
+        user=u.username or "root",
+        password=u.password or "",
+        database=u.path.lstrip("/") or None,
+        charset="utf8mb4",
+        autocommit=True,
+        init_command="SET time_zone = '+00:00'",
+    )
+
+
+def execute(dsn: str, *statements: str, params: Any = None) -> None:
+    if kind(dsn) == "mysql":
+        with my_connect(dsn) as c, c.cursor() as cur:
+            for s in statements:
+                cur.execute(s, params)
+    else:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for s in statements:
+                conn.execute(s, params)  # type: ignore[arg-type]
+
+
+def fetch(dsn: str, table: str, columns: str = "*", order_by: str = "1") -> list[tuple[Any, ...]]:
+    """Rows as driver values; timestamps read in UTC on both engines."""
+    query = f"SELECT {columns} FROM {table} ORDER BY {order_by}"
+    if kind(dsn) == "mysql":
+        with my_connect(dsn) as c, c.cursor() as cur:
+            cur.execute(query)
+            return list(cur.fetchall())
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        return list(conn.execute(query).fetchall())  # type: ignore[arg-type]
+
+
+def norm(v: Any) -> Any:
+    """A value as both engines' drivers can agree on: aware datetimes as naive UTC, JSON text
+    parsed, bools as ints, numbers compared by value."""
+    if isinstance(v, datetime) and v.tzinfo is not None:
+        return v.astimezone(UTC).replace(tzinfo=None)
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    return v
+
+
+def norm_json(v: Any) -> Any:
+    return json.loads(v) if isinstance(v, str | bytes) else v
+
+
+def audit_counts(dsn: str, pipeline: str) -> Counter[tuple[str, str, str]]:
+    """(op, source_table, key as JSON text) → applied audit rows."""
+    q = (
+        "SELECT op, source_table, pk FROM cdc_sync_audit "
+        f"WHERE pipeline = '{pipeline}' AND outcome = 'applied'"
+    )
+    out: Counter[tuple[str, str, str]] = Counter()
+    if kind(dsn) == "mysql":
+        with my_connect(dsn) as c, c.cursor() as cur:
+            cur.execute(q)
+            rows = list(cur.fetchall())
+    else:
+        with psycopg.connect(dsn) as conn:
+            rows = list(conn.execute(q).fetchall())  # type: ignore[arg-type]
+    for op, table, pk in rows:
+        key = pk if isinstance(pk, str) else json.dumps(pk)
+        out[(str(op), str(table), json.dumps(json.loads(key), sort_keys=True))] += 1
+    return out

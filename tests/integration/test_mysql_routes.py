@@ -1,0 +1,180 @@
+"""MySQL/MariaDB routes end to end: SIGKILL loop and source crash (MySQL→PG), all routes."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from cdc_sync.testing.myserver import MyServer
+from tests.integration.harness import kill
+from tests.integration.routes import Route, audit_counts, execute, fetch, my_connect, norm
+
+pytestmark = [pytest.mark.integration]
+
+MY_DDL = (
+    "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL, note text)",
+    "CREATE TABLE events (id bigint AUTO_INCREMENT PRIMARY KEY, account int, kind varchar(20), "
+    "at timestamp(6) NULL DEFAULT NULL)",
+)
+
+
+def _db(dsn: str) -> str:
+    return dsn.rsplit("/", 1)[-1]
+
+
+class MyWorkload(threading.Thread):
+    """Random inserts / updates / deletes / key changes in small MariaDB transactions.
+
+    ``changes`` counts (op, table, key) of committed transactions: what the audit must hold
+    exactly once each (every UPDATE here changes its row, so each one is a row event).
+    """
+
+    def __init__(self, dsn: str, seed: int = 7, pause: float = 0.0) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.rng, self.pause = dsn, random.Random(seed), pause
+        self.db = _db(dsn)
+        self.halt = threading.Event()
+        self.changes: Counter[tuple[str, str, str]] = Counter()
+        self.transactions = 0
+        self.errors: list[BaseException] = []
+        self.next_id = 1
+
+    def _key(self, k: int) -> str:
+        return json.dumps({"id": k}, sort_keys=True)
+
+    def run(self) -> None:
+        try:
+            with my_connect(self.dsn) as conn:
+                conn.autocommit(False)
+                while not self.halt.is_set():
+                    self._one(conn)
+                    if self.pause:
+                        self.halt.wait(self.pause)
+        except BaseException as e:  # surfaced by the test through .errors
+            self.errors.append(e)
+
+    def _one(self, conn: pymysql.connections.Connection) -> None:
+        got: list[tuple[str, str, str]] = []
+        acc, ev = f"{self.db}.accounts", f"{self.db}.events"
+        with conn.cursor() as cur:
+            for _ in range(self.rng.randint(1, 6)):
+                roll = self.rng.random()
+                if roll < 0.5 or self.next_id < 20:
+                    n = self.rng.randint(1, 8)
+                    ids = list(range(self.next_id, self.next_id + n))
+                    self.next_id += n
+                    cur.executemany(
+                        "INSERT INTO accounts VALUES (%s, 100, md5(rand()))", [(i,) for i in ids]
+                    )
+                    got += [("insert", acc, self._key(i)) for i in ids]
+                    cur.execute(
+                        "INSERT INTO events (account, kind, at) VALUES (%s, 'open', "
+                        "current_timestamp(6))",
+                        (ids[0],),
+                    )
+                    got.append(("insert", ev, self._key(int(cur.lastrowid))))
+                elif roll < 0.85:
+                    a, b = self.rng.randrange(1, self.next_id), self.rng.randrange(1, self.next_id)
+                    amount = self.rng.randint(1, 50)
+                    for k, delta in ((a, -amount), (b, amount)):
+                        n = cur.execute(
+                            "UPDATE accounts SET balance = balance + %s, note = md5(rand()) "
+                            "WHERE id = %s",
+                            (delta, k),
+                        )
+                        got += [("update", acc, self._key(k))] * n
+                elif roll < 0.95:
+                    k = self.rng.randrange(1, self.next_id)
+                    n = cur.execute("DELETE FROM accounts WHERE id = %s", (k,))
+                    got += [("delete", acc, self._key(k))] * n
+                else:
+                    k = self.rng.randrange(1, self.next_id)
+                    n = cur.execute(
+                        "UPDATE accounts SET id = id + 1000000 WHERE id = %s AND id < 1000000",
+                        (k,),
+                    )
+                    got += [("update", acc, self._key(k + 1_000_000))] * n
+        conn.commit()
+        self.transactions += 1
+        self.changes.update(got)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=30)
+        assert not self.errors, self.errors
+
+
+def _assert_exact(r: Route, changes: Counter[tuple[str, str, str]]) -> None:
+    for table in ("accounts", "events"):
+        src = [tuple(norm(v) for v in row) for row in fetch(r.source_dsn, table)]
+        tgt = [tuple(norm(v) for v in row) for row in fetch(r.target_dsn, f"public.{table}")]
+        assert len(tgt) == len(src), table
+        assert tgt == src, table
+    audited = audit_counts(r.target_dsn, r.pipeline)
+    dupes = {k: n for k, n in audited.items() if n > changes.get(k, 0) > 0}
+    assert not dupes, f"{len(dupes)} changes audited more than once"
+    assert not (changes - audited), f"{len(changes - audited)} changes missing from the audit"
+    assert not (audited - changes), f"{len(audited - changes)} audited changes never made"
+
+
+def _tables(dsn: str) -> dict[str, str | None]:
+    db = _db(dsn)
+    return {f"{db}.accounts": "public.accounts", f"{db}.events": "public.events"}
+
+
+@pytest.mark.slow
+def test_mysql_to_pg_sigkill_loop(tmp_path: Path, my_source_dsn: str, target_dsn: str) -> None:
+    execute(my_source_dsn, *MY_DDL)
+    r = Route(
+        tmp_path, my_source_dsn, target_dsn, _tables(my_source_dsn),
+        max_rows=50, max_seconds=0.05, flush_rows=7,
+    )  # fmt: skip
+    r.drain()
+    work = MyWorkload(my_source_dsn, seed=11)
+    work.start()
+    rng = random.Random(5)
+    kills = 0
+    try:
+        while kills < 22:
+            proc = r.start()
+            time.sleep(rng.uniform(0.3, 2.5))
+            kill(proc)
+            kills += 1
+    finally:
+        work.stop()
+    assert work.transactions > 100
+    r.drain()
+    _assert_exact(r, work.changes)
+
+
+@pytest.mark.slow
+def test_mysql_source_crash_restart(
+    tmp_path: Path, my_private_server: MyServer, target_dsn: str
+) -> None:
+    dsn = my_private_server.create_database("crash_src")
+    execute(dsn, *MY_DDL)
+    r = Route(tmp_path, dsn, target_dsn, _tables(dsn), max_rows=200, max_seconds=0.1)
+    r.drain()
+    proc = r.start()
+    total: Counter[tuple[str, str, str]] = Counter()
+    try:
+        for round_no in range(3):
+            work = MyWorkload(dsn, seed=round_no, pause=0.002)
+            work.next_id = 1 + 10_000 * round_no
+            work.start()
+            time.sleep(2)
+            work.stop()
+            total.update(work.changes)
+            my_private_server.restart("immediate")  # SIGKILL of mariadbd, crash recovery
+        time.sleep(1)
+    finally:
+        assert kill(proc, 15) == 0
+    r.drain()
+    _assert_exact(r, total)
