@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import pymysql
 
 from cdc_sync.config.dsn import MysqlDsn
-from cdc_sync.errors import PermanentError
-from cdc_sync.records import Position, SourceEvent, TableId, TableSchema
+from cdc_sync.errors import CdcSyncError, PermanentError
+from cdc_sync.records import BinlogPosition, Position, SourceEvent, TableId, TableSchema
+from cdc_sync.sources.mysql import admin, catalog
+from cdc_sync.sources.mysql.decoder import BinlogDecoder
+from cdc_sync.sources.mysql.errors import RESNAPSHOT_HINT, classify
+from cdc_sync.sources.mysql.gtids import GtidState, MariaGtidState, MysqlGtidState
+from cdc_sync.sources.mysql.stream import open_reader
+
+_MODES = ("auto", "gtid", "file")
+
+
+def _as_binlog(position: Position | None, what: str) -> BinlogPosition | None:
+    if position is None or isinstance(position, BinlogPosition):
+        return position
+    raise PermanentError(f"{what} is a {type(position).__name__}, a MySQL source needs mysql:")
 
 
 class MysqlCapture:
-    """Skeleton: filled in by the binlog capture work of issue #3."""
+    """Capture configured tables of one MySQL / MariaDB server from its binlog.
+
+    Nothing is created on the server; the checkpoint in the target is the only state.
+    """
 
     def __init__(
         self,
@@ -21,23 +40,175 @@ class MysqlCapture:
         position_mode: str = "auto",
         heartbeat_seconds: float = 1.0,
     ) -> None:
-        self._dsn, self._server_id, self._tables = dsn, server_id, list(tables)
+        self._dsn, self._server_id, self._tables = dsn, server_id, list(dict.fromkeys(tables))
         self._mode, self._heartbeat = position_mode, heartbeat_seconds
+        if position_mode not in _MODES:
+            raise PermanentError(f"position_mode must be one of {_MODES}, not {position_mode!r}")
+        if not self._tables:
+            raise PermanentError("a MySQL source needs at least one table")
+        self._conn: Any = None
+        self._reader: Any = None
+        self._info: catalog.ServerInfo | None = None
+        self._schemas: dict[TableId, TableSchema] = {}
+
+    # -- catalog connection ------------------------------------------------------------------
+
+    def _catalog(self) -> Any:
+        if self._conn is None or not self._conn.open:
+            try:
+                self._conn = pymysql.connect(
+                    **{"connect_timeout": 10, "read_timeout": 60, **self._dsn.connect_args()},
+                    charset="utf8mb4",
+                    autocommit=True,
+                    program_name="cdc-sync",
+                )
+            except pymysql.err.MySQLError as e:
+                raise classify(e, "cannot connect to the source server") from e
+        return self._conn
+
+    def _server(self) -> catalog.ServerInfo:
+        if self._info is None:
+            try:
+                self._info = catalog.server_info(self._catalog())
+            except pymysql.err.MySQLError as e:
+                raise classify(e, "cannot read the source server's version") from e
+        return self._info
+
+    def _by_gtid(self) -> bool:
+        info = self._server()
+        if self._mode == "gtid" and not info.gtid_on:
+            raise PermanentError(
+                "position_mode is 'gtid' but the source has gtid_mode OFF; set gtid_mode = ON "
+                "and enforce_gtid_consistency = ON, or use position_mode 'file'"
+            )
+        return self._mode != "file" and info.gtid_on
+
+    def _new_state(self, text: str) -> GtidState:
+        return MariaGtidState(text) if self._server().mariadb else MysqlGtidState(text)
+
+    # -- Source protocol -----------------------------------------------------------------------
 
     def problems(self) -> list[str]:
-        return ["MySQL capture is not implemented yet"]
+        try:
+            conn = self._catalog()
+            info = self._server()
+            out = admin.problems(conn, info, self._server_id, self._mode, self._tables)
+            _, errors = catalog.read_schemas(conn, self._tables, info.mariadb)
+        except pymysql.err.MySQLError as e:
+            raise classify(e, "cannot check the source server") from e
+        return out + [str(e) for e in errors]
 
     def prepare(self, create: bool) -> Mapping[TableId, TableSchema]:
-        raise PermanentError("MySQL capture is not implemented yet")
+        """Validate the configured tables; nothing is created (``create`` has no effect)."""
+        try:
+            conn = self._catalog()
+            schemas, errors = catalog.read_schemas(conn, self._tables, self._server().mariadb)
+        except pymysql.err.MySQLError as e:
+            raise classify(e, "cannot read the source tables") from e
+        if len(errors) == 1:
+            raise errors[0]  # keeps its type (NoKeyError, UnsupportedTypeError…)
+        if errors:
+            raise PermanentError(
+                "the MySQL source is not ready:\n" + "\n".join(f"  - {e}" for e in errors)
+            )
+        self._schemas = schemas
+        return dict(schemas)
+
+    def head(self) -> BinlogPosition:
+        try:
+            return admin.head(self._catalog(), self._server(), self._by_gtid())
+        except pymysql.err.MySQLError as e:
+            raise classify(e, "cannot read the source's binlog position") from e
+
+    def start_position(self) -> BinlogPosition:
+        """Where a new pipeline starts: the current head (stored as its first checkpoint)."""
+        return self.head()
+
+    def checkpoint_problems(self, position: Position) -> list[str]:
+        """Why ``position`` cannot be resumed from on this server (empty: it can)."""
+        pos = _as_binlog(position, "the checkpoint")
+        assert pos is not None
+        try:
+            return admin.checkpoint_problems(self._catalog(), self._server(), pos, self._by_gtid())
+        except pymysql.err.MySQLError as e:
+            raise classify(e, "cannot list the source's binlogs") from e
+
+    def _json_columns(self, table: TableId) -> set[str]:
+        if not self._server().mariadb:
+            return set()
+        try:
+            return catalog.json_columns(self._catalog(), table)
+        except pymysql.err.MySQLError as e:
+            raise classify(e, f"cannot read the JSON columns of {table}") from e
 
     def stream(self, resume_after: Position | None) -> Iterator[SourceEvent]:
-        raise PermanentError("MySQL capture is not implemented yet")
+        resume = _as_binlog(resume_after, "the checkpoint")
+        if not self._schemas:
+            self.prepare(create=False)
+        by_gtid = self._by_gtid()
+        if resume is None:
+            start = self.head()
+        else:
+            problems = self.checkpoint_problems(resume)
+            if problems:
+                raise PermanentError(
+                    f"cannot resume from {resume}: {'; '.join(problems)}; {RESNAPSHOT_HINT}"
+                )
+            start = resume
+            if by_gtid and not resume.gtid:
+                start = self._gtid_at(resume)
+                by_gtid = bool(start.gtid)  # no GTID state known there: resume by file:pos
+        state = self._new_state(start.gtid) if by_gtid else None
+        skip_to = start if resume is not None else None
+        decoder = BinlogDecoder(self._tables, start, state, skip_to, self._json_columns)
+        decoder.known_schemas(self._schemas)
+        self.close_stream()
+        reader = self._reader = open_reader(
+            self._dsn, server_id=self._server_id, tables=self._tables,
+            heartbeat_seconds=self._heartbeat, start=start, by_gtid=by_gtid,
+            mariadb=self._server().mariadb,
+        )  # fmt: skip
+        feed = decoder.feed
+        try:
+            while True:
+                try:
+                    ev = reader.fetchone()
+                except CdcSyncError:
+                    raise
+                except (pymysql.err.MySQLError, OSError) as e:
+                    raise classify(e, "binlog stream failed") from e
+                if ev is None:
+                    raise classify(ConnectionError(), "binlog stream ended by the server")
+                yield from feed(ev, reader.log_file)
+        finally:
+            # An abandoned or failed iteration must not leave a binlog dump thread open.
+            if self._reader is reader:
+                self._reader = None
+            reader.close()
+
+    def _gtid_at(self, pos: BinlogPosition) -> BinlogPosition:
+        """A file:pos checkpoint in a GTID mode: MariaDB knows the GTID state at a position."""
+        if not self._server().mariadb:
+            return pos
+        try:
+            rows = catalog.query(
+                self._catalog(), "SELECT BINLOG_GTID_POS(%s, %s)", (pos.file, pos.pos)
+            )
+        except pymysql.err.MySQLError as e:
+            raise classify(e, "cannot map the checkpoint to a GTID state") from e
+        gtid = str(rows[0][0]) if rows and rows[0][0] is not None else ""
+        return BinlogPosition(pos.file, pos.pos, gtid)
 
     def ack(self, position: Position) -> None:
         """Nothing to tell a MySQL server: the checkpoint in the target is the truth."""
 
-    def head(self) -> Position:
-        raise PermanentError("MySQL capture is not implemented yet")
+    def close_stream(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
 
     def close(self) -> None:
-        pass
+        self.close_stream()
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.open:
+            conn.close()

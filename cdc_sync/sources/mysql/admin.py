@@ -1,0 +1,168 @@
+"""Server prerequisites (with the exact fix), the binlog head, and checkpoint availability."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import pymysql
+
+from cdc_sync.errors import PermanentError
+from cdc_sync.records import BinlogPosition, TableId
+from cdc_sync.sources.mysql.catalog import ServerInfo, query, variables
+from cdc_sync.sources.mysql.errors import error_code
+from cdc_sync.sources.mysql.gtids import MariaGtidState
+
+_GLOBAL_GRANT = re.compile(r"^GRANT (.+?) ON \*\.\* TO ", re.IGNORECASE)
+_NO_PRIVILEGE = (1227, 1142, 1143)
+
+
+def _master_status(conn: Any) -> tuple[Any, ...] | None:
+    try:
+        rows = query(conn, "SHOW MASTER STATUS")
+    except pymysql.err.ProgrammingError:  # MySQL 8.4 renamed it
+        rows = query(conn, "SHOW BINARY LOG STATUS")
+    return rows[0] if rows else None
+
+
+def _no_binlog() -> PermanentError:
+    return PermanentError(
+        "binary logging is off on the source (log_bin); fix: in my.cnf set "
+        "log_bin = mysql-bin and a unique server_id, then restart the server"
+    )
+
+
+def _gtid_at(conn: Any, file: str, pos: int) -> str:
+    rows = query(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, pos))
+    return str(rows[0][0]) if rows and rows[0][0] is not None else ""
+
+
+def head(conn: Any, info: ServerInfo, by_gtid: bool) -> BinlogPosition:
+    """SHOW MASTER STATUS file:pos and, with GTIDs, the GTID state at exactly that point."""
+    row = _master_status(conn)
+    if row is None:
+        raise _no_binlog()
+    file, pos = str(row[0]), int(row[1])
+    gtid = ""
+    if by_gtid and info.mariadb:
+        gtid = _gtid_at(conn, file, pos)
+    elif by_gtid:
+        gtid = str(row[4] or "").replace("\n", "") if len(row) > 4 else ""
+    return BinlogPosition(file, pos, gtid)
+
+
+def checkpoint_problems(
+    conn: Any, info: ServerInfo, pos: BinlogPosition, by_gtid: bool
+) -> list[str]:
+    """Whether the binlog (file, or GTIDs) after ``pos`` is still on the server."""
+    logs = [str(r[0]) for r in query(conn, "SHOW BINARY LOGS")]
+    if not logs:
+        return [str(_no_binlog())]
+    if by_gtid and pos.gtid and info.mariadb:
+        oldest = _gtid_at(conn, logs[0], 4)
+        missing = MariaGtidState(pos.gtid).missing_from(MariaGtidState(oldest))
+        if missing:
+            return [
+                f"the checkpoint's GTID state {pos.gtid} is older than the oldest binlog "
+                f"{logs[0]} (which starts after {oldest}; purged for {', '.join(missing)})"
+            ]
+        return []
+    if by_gtid and pos.gtid:
+        rows = query(conn, "SELECT GTID_SUBSET(@@GLOBAL.gtid_purged, %s)", (pos.gtid,))
+        if rows and not int(rows[0][0]):
+            return [f"GTIDs after the checkpoint {pos.gtid} were purged (@@gtid_purged)"]
+        return []
+    if pos.file not in logs:
+        return [f"binlog file {pos.file} is no longer on the server (oldest is {logs[0]})"]
+    return []
+
+
+def _setting(vars_: dict[str, str], name: str, want: str, fix: str) -> list[str]:
+    got = vars_.get(name)
+    if got is None:
+        return [f"the server has no {name} setting (need MariaDB >= 10.5 or MySQL >= 8.0.14)"]
+    if got.upper() != want:
+        return [f"{name} is {got}, must be {want}; fix: {fix}"]
+    return []
+
+
+def _grant_problems(conn: Any, info: ServerInfo) -> list[str]:
+    user = str(query(conn, "SELECT CURRENT_USER()")[0][0])
+    name, _, host = user.rpartition("@")
+    have: set[str] = set()
+    for (line,) in query(conn, "SHOW GRANTS FOR CURRENT_USER()"):
+        m = _GLOBAL_GRANT.match(str(line))  # only the privilege list: lines can hold hashes
+        if m:
+            have.update(p.strip().upper() for p in m.group(1).split(","))
+    if "ALL PRIVILEGES" in have:
+        return []
+    need = ["REPLICATION SLAVE", "BINLOG MONITOR" if info.mariadb else "REPLICATION CLIENT"]
+    if info.mariadb and "REPLICATION CLIENT" in have:
+        have.add("BINLOG MONITOR")  # its old name, still accepted as an alias
+    missing = [p for p in need if p not in have]
+    if not missing:
+        return []
+    return [
+        f"user {user} lacks {', '.join(missing)} (needed to read the binlog); fix: "
+        f"GRANT {', '.join(need)} ON *.* TO '{name}'@'{host}';"
+    ]
+
+
+def _select_problems(conn: Any, tables: Sequence[TableId]) -> list[str]:
+    out = []
+    for t in tables:
+        try:
+            query(conn, f"SELECT 1 FROM `{t.schema}`.`{t.name}` LIMIT 0")
+        except pymysql.err.MySQLError as e:
+            if error_code(e) in _NO_PRIVILEGE:
+                out.append(
+                    f"no SELECT on table {t}; fix: GRANT SELECT ON `{t.schema}`.`{t.name}` "
+                    "TO <the cdc-sync user>;"
+                )
+    return out
+
+
+def _server_id_problems(conn: Any, info: ServerInfo, server_id: int) -> list[str]:
+    if server_id == info.server_id:
+        return [
+            f"server_id {server_id} is the source server's own @@server_id; choose another "
+            "value, unique among the server's replicas and cdc-sync pipelines"
+        ]
+    try:
+        rows = query(conn, "SHOW SLAVE HOSTS")
+    except pymysql.err.MySQLError as e:
+        if error_code(e) in _NO_PRIVILEGE:
+            return []  # cannot tell without REPLICATION MASTER ADMIN; not a blocker
+        raise
+    if any(int(r[0]) == server_id for r in rows):
+        return [
+            f"server_id {server_id} is already used by a replica of the source "
+            "(SHOW SLAVE HOSTS); choose another value"
+        ]
+    return []
+
+
+def problems(
+    conn: Any, info: ServerInfo, server_id: int, mode: str, tables: Sequence[TableId]
+) -> list[str]:
+    """Every unmet prerequisite, each with its exact fix."""
+    v = variables(
+        conn, "log_bin", "binlog_format", "binlog_row_image", "binlog_row_metadata", "gtid_mode"
+    )
+    out: list[str] = []
+    if v.get("log_bin", "OFF").upper() != "ON":
+        out.append(str(_no_binlog()))
+    for name in ("binlog_format", "binlog_row_image", "binlog_row_metadata"):
+        want = "ROW" if name == "binlog_format" else "FULL"
+        fix = f"SET GLOBAL {name} = '{want}'; and in my.cnf {name} = {want}"
+        out += _setting(v, name, want, fix)
+    if not info.mariadb and mode == "gtid" and v.get("gtid_mode", "OFF").upper() != "ON":
+        out.append(
+            "gtid_mode is OFF but position_mode is 'gtid'; fix: in my.cnf gtid_mode = ON and "
+            "enforce_gtid_consistency = ON, restart (or use position_mode 'file')"
+        )
+    out += _grant_problems(conn, info)
+    out += _server_id_problems(conn, info, server_id)
+    out += _select_problems(conn, tables)
+    return out
