@@ -10,6 +10,7 @@ from typing import Literal
 import sqlalchemy as sa
 
 from cdc_sync.audit.keys import KeyRenderer, default_key_renderer, json_safe
+from cdc_sync.audit.mysql import insert_rows
 from cdc_sync.records import ChangeRecord, Op, Position, TableId
 from cdc_sync.state.driver import psycopg_connection
 from cdc_sync.state.tables import state_tables
@@ -213,6 +214,9 @@ class AuditWriter:
             )
             with raw.cursor() as cur, cur.copy(self._copy_sql) as copy:
                 copy.write(text)
+            return
+        if conn.dialect.name in ("mysql", "mariadb"):
+            insert_rows(conn, self.table, self.pipeline, rows)
             return
         conn.execute(sa.insert(self.table), self.as_dicts(rows))
 

@@ -51,7 +51,7 @@ class CheckpointStore:
         with FencedError (invariant 6). The caller commits to publish the new token."""
         t = self.table
         self._ttl = timedelta(seconds=ttl)
-        expires = sa.func.now() + sa.text(f"interval '{float(ttl)} seconds'")
+        expires = _later(conn, float(ttl))
         bumped = conn.execute(
             t.update()
             .where(t.c.pipeline == self.pipeline)
@@ -131,13 +131,11 @@ class CheckpointStore:
             "position": position.to_text(),
             "source_tx": source_tx,
             "committed_at": committed_at,
-            "updated_at": sa.func.now(),
+            "updated_at": _later(conn, 0.0),
         }
         if self._ttl is not None:
             # Each committed batch renews the lease: lease_expires_at shows liveness.
-            values["lease_expires_at"] = sa.func.now() + sa.text(
-                f"interval '{self._ttl.total_seconds()} seconds'"
-            )
+            values["lease_expires_at"] = _later(conn, self._ttl.total_seconds())
         # The WHERE on token is the fence itself; the check above only gives a clear message.
         done = conn.execute(
             t.update().where(t.c.pipeline == self.pipeline, t.c.token == token).values(values)
@@ -158,7 +156,7 @@ class CheckpointStore:
                 position=text,
                 source_tx=None,
                 committed_at=None,
-                updated_at=sa.func.now(),
+                updated_at=_later(conn, 0.0),
                 token=t.c.token + 1,
                 owner=None,
                 lease_expires_at=None,
@@ -179,6 +177,17 @@ class CheckpointStore:
         ).scalar_one_or_none()
         conn.execute(t.update().where(t.c.pipeline == self.pipeline).values(source_id=source_id))
         return before
+
+
+def _later(conn: sa.Connection, seconds: float) -> sa.ColumnElement[Any]:
+    """The server's transaction time plus ``seconds``, in the dialect's own syntax (MySQL:
+    microsecond precision, UTC as the session runs in UTC)."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        micros = round(seconds * 1_000_000)
+        return sa.literal_column(f"CURRENT_TIMESTAMP(6) + INTERVAL {micros} MICROSECOND")
+    if not seconds:
+        return sa.func.now()
+    return sa.func.now() + sa.text(f"interval '{seconds} seconds'")
 
 
 def _to_checkpoint(row: sa.Row[Any]) -> Checkpoint | None:

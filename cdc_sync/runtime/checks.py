@@ -28,12 +28,56 @@ def _source_problems(config: Config, name: str) -> list[str]:
         source.close()
 
 
+_MY_PRIVS = ("CREATE", "ALTER", "INSERT", "UPDATE", "DELETE", "SELECT")
+
+
+def _mysql_problems(conn: sa.Connection, schemas: set[str]) -> list[str]:
+    """Each target database exists (or may be created) and the user may write there."""
+    problems = []
+    for db in sorted(schemas):
+        exists = conn.execute(
+            sa.text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :s"), {"s": db}
+        ).first()
+        # SCHEMA_PRIVILEGES / USER_PRIVILEGES list what the current user was granted.
+        have = {
+            str(p)
+            for (p,) in conn.execute(
+                sa.text(
+                    "SELECT PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES "
+                    "WHERE GRANTEE = :u AND :s LIKE TABLE_SCHEMA "
+                    "UNION SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES "
+                    "WHERE GRANTEE = :u"
+                ),
+                {"u": _grantee(conn), "s": db},
+            )
+        }
+        missing = [p for p in _MY_PRIVS if p not in have]
+        if not exists and "CREATE" not in have:
+            problems.append(
+                f"target: database {db!r} does not exist and the user may not create it; "
+                f"fix: CREATE DATABASE `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;"
+            )
+        if missing:
+            problems.append(
+                f"target: user lacks {', '.join(missing)} on database {db!r}; "
+                f"fix: GRANT {', '.join(_MY_PRIVS)} ON `{db}`.* TO <cdc user>;"
+            )
+    return problems
+
+
+def _grantee(conn: sa.Connection) -> str:
+    user, _, host = str(conn.execute(sa.text("SELECT CURRENT_USER()")).scalar()).rpartition("@")
+    return f"'{user}'@'{host}'"
+
+
 def _target_problems(config: Config, name: str) -> list[str]:
     engine = target_engine(config, name)
     problems = []
     try:
         with engine.connect() as conn:
             schemas = {t.schema for t in table_map(config, name).values()}
+            if conn.dialect.name in ("mysql", "mariadb"):
+                return _mysql_problems(conn, schemas)
             for schema in sorted(schemas):
                 exists = conn.execute(
                     sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}

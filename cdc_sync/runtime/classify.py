@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import psycopg
+import pymysql
 import sqlalchemy.exc
 
 from cdc_sync.errors import CdcSyncError, PermanentError, TransientError
 from cdc_sync.logs import scrub
+from cdc_sync.sinks.sql.errors import classify_mysql_error
 
 # SQLSTATE classes/codes that heal by themselves: connection problems, shutdowns, overload,
 # serialization failures and deadlocks.
@@ -37,6 +39,11 @@ def classify(exc: BaseException, where: str) -> CdcSyncError:
         if state.startswith(_TRANSIENT_PREFIXES):
             return TransientError(msg)
         return PermanentError(msg)
+    if isinstance(orig, pymysql.MySQLError):
+        # By error number, with no server text: it can carry row values (RowLevelError is a
+        # stop here too: until dead letters (#4) a refused row stops the pipeline).
+        err = classify_mysql_error(orig, where)
+        return err if isinstance(err, TransientError) else PermanentError(str(err))
     if isinstance(orig, ConnectionError | TimeoutError):
         return TransientError(f"{where}: {type(orig).__name__}: {scrub(str(orig))}")
     return PermanentError(f"{where}: unexpected {type(exc).__name__}: {scrub(str(exc))}")

@@ -17,17 +17,20 @@ APPLICATION_NAME = "cdc-sync"
 
 
 # Every MySQL / MariaDB target session: strict mode so nothing is silently truncated or
-# zero-dated, UTC so TIMESTAMP values keep their instant, utf8mb4 for 4-byte characters.
+# zero-dated, UTC so TIMESTAMP values keep their instant. No ANSI_QUOTES: our statements and
+# SQLAlchemy's quote identifiers with backticks, and '"' stays a string quote as MySQL users
+# expect. utf8mb4 with a binary collation is set by PyMySQL (charset / collation below).
 MYSQL_SESSION_SQL = (
     "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,"
-    "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO,"
-    "ANSI_QUOTES', time_zone = '+00:00', names utf8mb4 COLLATE utf8mb4_bin"
+    "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO', "
+    "time_zone = '+00:00'"
 )
 
 
 def _mysql_engine(target: MysqlTarget, pipeline: str) -> sa.Engine:
     """PyMySQL under SQLAlchemy; the password reaches PyMySQL only through the creator."""
     import pymysql  # noqa: PLC0415  (only MySQL targets pay for the import)
+    from pymysql.constants import CLIENT  # noqa: PLC0415
 
     dsn = parse_mysql_dsn(target.dsn.get_secret_value())
 
@@ -37,9 +40,14 @@ def _mysql_engine(target: MysqlTarget, pipeline: str) -> sa.Engine:
         return pymysql.connect(
             database=dsn.database,
             charset="utf8mb4",
+            collation="utf8mb4_bin",
             autocommit=False,
             init_command=MYSQL_SESSION_SQL,
             program_name=f"{APPLICATION_NAME}:{pipeline}",
+            # Row counts are rows *matched*, as SQLAlchemy's MySQL dialect normally asks for
+            # (the creator bypasses it): the fenced checkpoint UPDATE must count 1 even when
+            # it writes the same values again within one second.
+            client_flag=CLIENT.FOUND_ROWS,
             **args,
         )
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from cdc_sync.errors import TransientError
 from cdc_sync.state.tables import ALEMBIC_VERSION_TABLE
 
 if TYPE_CHECKING:
@@ -22,6 +23,9 @@ SCRIPT_LOCATION = Path(__file__).with_name("migrations")
 # Two-key advisory lock (classid, objid) so it cannot be mistaken for a user's one-key lock.
 _LOCK_CLASS = 0x63647363  # "cdsc"
 _LOCK_OBJ = 1
+# MySQL / MariaDB: a named lock, server-wide, held by the session.
+MYSQL_LOCK = "cdc_sync_migrate"
+MYSQL_LOCK_SECONDS = 60
 
 
 def alembic_config(connection: sa.Connection | None = None, schema: str | None = None) -> Config:
@@ -58,14 +62,42 @@ def upgrade(connection: sa.Connection, schema: str | None = None) -> None:
     On PostgreSQL a transaction-scoped advisory lock serialises them: the second one waits for
     the first to commit, then finds the version table at head and does nothing. DDL is
     transactional on PostgreSQL, so a failed upgrade leaves nothing half-made behind.
+
+    On MySQL / MariaDB DDL commits implicitly, so this commits too, under a named server lock
+    (GET_LOCK) held until the version row is committed: the second start then sees head.
     """
+    if connection.dialect.name in ("mysql", "mariadb"):
+        _upgrade_mysql(connection, schema)
+        return
     if connection.dialect.name == "postgresql":
         connection.execute(
             sa.text("SELECT pg_advisory_xact_lock(:c, :o)"), {"c": _LOCK_CLASS, "o": _LOCK_OBJ}
         )
+    _upgrade(connection, schema)
+
+
+def _upgrade(connection: sa.Connection, schema: str | None) -> None:
     # Cheap check first: at every start the tables are usually current already.
     if current_revision(connection, schema) == HEAD_REVISION:
         return
     from alembic import command  # noqa: PLC0415
 
     command.upgrade(alembic_config(connection, schema), "head")
+
+
+def _upgrade_mysql(connection: sa.Connection, schema: str | None) -> None:
+    connection.commit()  # nothing of the caller's may ride along with the implicit commits
+    got = connection.execute(
+        sa.text("SELECT GET_LOCK(:n, :t)"), {"n": MYSQL_LOCK, "t": MYSQL_LOCK_SECONDS}
+    ).scalar()
+    if got != 1:
+        raise TransientError(
+            f"another cdc-sync start has held the migration lock {MYSQL_LOCK!r} for "
+            f"{MYSQL_LOCK_SECONDS} s; retrying"
+        )
+    try:
+        _upgrade(connection, schema)
+        connection.commit()
+    finally:
+        connection.execute(sa.text("SELECT RELEASE_LOCK(:n)"), {"n": MYSQL_LOCK})
+        connection.commit()

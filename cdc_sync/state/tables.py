@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import mysql, postgresql
 
 CHECKPOINTS = "cdc_sync_checkpoints"
 AUDIT = "cdc_sync_audit"
@@ -17,7 +19,32 @@ ALEMBIC_VERSION_TABLE = "cdc_sync_alembic_version"
 # free text is TEXT, and JSON is JSONB on PostgreSQL and the generic JSON type elsewhere.
 _NAME = sa.String(255)
 _PIPELINE = sa.String(100)
-_TS = sa.DateTime(timezone=True)
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """timestamptz on PostgreSQL; DATETIME(6) holding UTC on MySQL / MariaDB (whose TIMESTAMP
+    ends in 2038 and whose drivers refuse aware datetimes). Always aware UTC in Python."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None and dialect.name != "postgresql":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # MySQL sessions run in UTC ('+00:00')
+        return value
+
+
+_TS = UtcDateTime()
 _JSON_DETAIL = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from itertools import islice
 from typing import Any
 
@@ -47,10 +48,32 @@ class _IntervalBinaryDumper(Dumper):
         return _INTERVAL_BIN.pack(obj.microseconds, obj.days, obj.months)
 
 
+class _DurationBinaryDumper(Dumper):
+    """timedelta (a MySQL TIME duration) → interval of microseconds only: 900 h stays
+    900:00:00 and is not turned into days (a day is not always 24 h in interval arithmetic)."""
+
+    format = Format.BINARY
+    oid = _INTERVAL_OID
+
+    def dump(self, obj: timedelta) -> bytes:
+        micros = (obj.days * 86_400 + obj.seconds) * 1_000_000 + obj.microseconds
+        return _INTERVAL_BIN.pack(micros, 0, 0)
+
+
+class _DurationDumper(Dumper):
+    oid = _INTERVAL_OID
+
+    def dump(self, obj: timedelta) -> bytes:
+        micros = (obj.days * 86_400 + obj.seconds) * 1_000_000 + obj.microseconds
+        return Interval(0, 0, micros).to_iso().encode()
+
+
 def register_adapters(conn: psycopg.Connection[Any]) -> None:
     """Per connection, not global: the daemon must not change psycopg for other code."""
     conn.adapters.register_dumper(Interval, _IntervalDumper)
     conn.adapters.register_dumper(Interval, _IntervalBinaryDumper)
+    conn.adapters.register_dumper(timedelta, _DurationDumper)
+    conn.adapters.register_dumper(timedelta, _DurationBinaryDumper)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -132,7 +155,7 @@ class PostgresWriter:
         and text-sent values (enum, json, interval) get their real type."""
         schema, target = group.schema, group.target
         names = ", ".join(_id(schema.names[i]) for i in cols)
-        types = [self.types.base_name(schema.columns[i].type, target) for i in cols]
+        types = [self.types.cast_name(schema.columns[i].type, target) for i in cols]
         if n is None:
             arrays = ", ".join(f"%b::{_pct(t)}[]" for t in types)
             return f"unnest({arrays}) AS v ({names})"
@@ -208,12 +231,12 @@ class PostgresWriter:
         cols = [i for i in range(len(schema.columns)) if i not in skip]
         sets = ", ".join(
             f"{_id(schema.names[i])} = %s::"
-            + _pct(self.types.base_name(schema.columns[i].type, group.target))
+            + _pct(self.types.cast_name(schema.columns[i].type, group.target))
             for i in cols
         )
         where = " AND ".join(
             f"{_id(schema.names[i])} = %s::"
-            + _pct(self.types.base_name(schema.columns[i].type, group.target))
+            + _pct(self.types.cast_name(schema.columns[i].type, group.target))
             for i in schema.key_indexes
         )
         table = _qualified(group.target)

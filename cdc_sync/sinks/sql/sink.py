@@ -9,15 +9,18 @@ from itertools import groupby
 from typing import Any
 
 import psycopg
+import pymysql
 import sqlalchemy as sa
 
-from cdc_sync.errors import CdcSyncError, PermanentError
+from cdc_sync.errors import CdcSyncError, PermanentError, RowLevelError
 from cdc_sync.records import ChangeRecord, TableId, TableSchema
 from cdc_sync.sinks.sql.ddl import TableMaker
 from cdc_sync.sinks.sql.errors import classify_db_error
+from cdc_sync.sinks.sql.mysql import MySqlWriter
+from cdc_sync.sinks.sql.mysql_ddl import MySqlTableMaker
 from cdc_sync.sinks.sql.plan import Group, Kind, plan
 from cdc_sync.sinks.sql.postgres import PostgresWriter, register_adapters
-from cdc_sync.sinks.sql.types import mapper_for
+from cdc_sync.sinks.sql.types import MYSQL_DIALECTS, mapper_for
 from cdc_sync.state.driver import psycopg_connection
 
 _PIPELINED = (Kind.UPSERT, Kind.DELETE)  # no per-statement result to look at
@@ -31,20 +34,46 @@ def _target_of(run: Sequence[Group], err: psycopg.Error) -> str:
     return ", ".join(tables or sorted({str(g.target) for g in run}))
 
 
+def _nul_column(run: Sequence[Group]) -> RowLevelError | None:
+    """PostgreSQL text cannot hold NUL; psycopg refuses such a value client-side without
+    saying where. Found again here, off the hot path, to name table, column and type."""
+    for g in run:
+        for row in g.rows.values():
+            for col, v in zip(g.schema.columns, row, strict=False):
+                if (isinstance(v, str) and "\x00" in v) or (
+                    isinstance(v, list) and any(isinstance(x, str) and "\x00" in x for x in v)
+                ):
+                    return RowLevelError(
+                        f"target table {g.target}: column {col.name!r} "
+                        f"({col.type.source_name or col.type.kind.value}): text containing "
+                        "NUL (\\x00) cannot be stored in PostgreSQL; the row is stopped"
+                    )
+    return None
+
+
+def is_mysql(conn: sa.Connection) -> bool:
+    return conn.dialect.name in MYSQL_DIALECTS
+
+
 class SqlSink:
     """Applies records in order, idempotently (re-applying a batch gives the same content).
 
     The sink never commits or rolls back: the runtime owns the target transaction and commits
     rows, checkpoint and audit together (invariant 1). Every method takes the runtime's
-    ``sqlalchemy.Connection``; the hot path runs on the psycopg connection underneath it, in
-    the same transaction, because multi-row statements built here are several times faster
-    than SQLAlchemy's executemany with per-value type processing.
+    ``sqlalchemy.Connection``; the hot path runs on the driver connection underneath it
+    (psycopg or PyMySQL), in the same transaction, because multi-row statements built here
+    are several times faster than SQLAlchemy's executemany with per-value type processing.
+
+    On MySQL / MariaDB, DDL commits the open transaction implicitly, so ``ensure_table`` runs
+    DDL only when the connection has no transaction open (else UncommittedWorkError); the
+    runtime asks ``ddl_would_commit`` first and commits at a clean point (see pipeline).
     """
 
     def __init__(self, create_tables: bool = True, apply_truncate: bool = True) -> None:
         self.create_tables = create_tables
         self.apply_truncate = apply_truncate
         self._writer = PostgresWriter()
+        self._my_writer = MySqlWriter()
         self._adapted: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
     def ensure_table(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
@@ -52,12 +81,28 @@ class SqlSink:
         ``schema.key``), or add the source columns it lacks. A type that cannot be reconciled,
         a missing key index, or a missing table with ``create_tables`` off is a
         PermanentError naming table and column."""
-        maker = TableMaker(mapper_for(conn.dialect.name), self.create_tables)
         try:
-            maker.ensure(conn, schema, target)
+            if is_mysql(conn):
+                MySqlTableMaker(self.create_tables).ensure(conn, schema, target)
+            else:
+                TableMaker(mapper_for(conn.dialect.name), self.create_tables).ensure(
+                    conn, schema, target
+                )
         except CdcSyncError:
             raise
-        except (sa.exc.DBAPIError, psycopg.Error) as e:
+        except (sa.exc.DBAPIError, psycopg.Error, pymysql.MySQLError) as e:
+            raise classify_db_error(e, target) from None
+
+    def ddl_would_commit(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> bool:
+        """True when ``ensure_table`` must run DDL that would commit the open transaction:
+        MySQL / MariaDB only (PostgreSQL DDL is transactional). Reads, never writes."""
+        if not is_mysql(conn):
+            return False
+        try:
+            return bool(MySqlTableMaker(self.create_tables).plan(conn, schema, target))
+        except CdcSyncError:
+            raise
+        except (sa.exc.DBAPIError, pymysql.MySQLError) as e:
             raise classify_db_error(e, target) from None
 
     def apply(self, conn: sa.Connection, items: Sequence[tuple[ChangeRecord, TableId]]) -> None:
@@ -65,8 +110,11 @@ class SqlSink:
         one table go out as one multi-row statement."""
         if not items:
             return
-        raw = self._driver(conn)
         groups = [g for g in plan(items) if g.kind is not Kind.TRUNCATE or self.apply_truncate]
+        if is_mysql(conn):
+            self._apply_mysql(conn, groups)
+            return
+        raw = self._driver(conn)
         with raw.cursor() as cur:
             # Runs of upserts and deletes go out in pipeline mode: the server executes one
             # chunk while the next is being encoded here, instead of in turn. Other groups
@@ -79,10 +127,25 @@ class SqlSink:
                         for group in run:
                             self._writer.execute(cur, group)
                 except psycopg.Error as e:
+                    # NUL: refused by psycopg (no SQLSTATE) or by the server (22021).
+                    if e.sqlstate in (None, "22021") and (nul := _nul_column(run)) is not None:
+                        raise nul from None
                     # A pipelined statement fails at the end of the run: find its table.
                     target = _target_of(run, e) if pipelined else str(group.target)
                     # from None: the driver's exception text carries DETAIL (row values).
                     raise classify_db_error(e, target) from None
+
+    def _apply_mysql(self, conn: sa.Connection, groups: Sequence[Group]) -> None:
+        raw = conn.connection.driver_connection
+        if not isinstance(raw, pymysql.connections.Connection):
+            raise PermanentError("the SQL sink needs the PyMySQL driver (mysql+pymysql://)")
+        # Statements on the driver connection bypass SQLAlchemy's autobegin; without this
+        # the runtime's conn.commit() would see no transaction and do nothing.
+        if not conn.in_transaction():
+            conn.begin()
+        with raw.cursor() as cur:
+            for group in groups:
+                self._my_writer.execute(cur, group)
 
     def _driver(self, conn: sa.Connection) -> psycopg.Connection[Any]:
         if conn.dialect.name != "postgresql":

@@ -1,4 +1,4 @@
-"""Canonical ColumnType → target SQL types, per dialect (PostgreSQL now, MySQL in #3)."""
+"""Canonical ColumnType → target SQL types, per dialect (PostgreSQL here, MySQL in mysql_types)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,25 @@ class TypeMapper(Protocol):
         ...
 
 
+def _pg_int(ct: ColumnType) -> TypeEngine[Any]:
+    """MySQL integer kinds widen so every value fits: unsigned needs the next size up."""
+    rank = _INT_RANK[ct.kind] + (1 if ct.unsigned else 0)
+    return _PG_INTS[rank]
+
+
+# Byte sizes 1, 2, 3, 4, 8 ranked; PostgreSQL has 2, 4, 8 and numeric(20,0) above them.
+_INT_RANK = {Kind.TINYINT: 0, Kind.SMALLINT: 1, Kind.MEDIUMINT: 2, Kind.INTEGER: 3, Kind.BIGINT: 4}
+_PG_INTS: tuple[TypeEngine[Any], ...] = (
+    sa.SmallInteger(),  # tinyint
+    sa.SmallInteger(),  # smallint, tinyint unsigned
+    sa.Integer(),  # mediumint, smallint unsigned
+    sa.Integer(),  # integer, mediumint unsigned
+    sa.BigInteger(),  # bigint, integer unsigned
+    sa.Numeric(20, 0),  # bigint unsigned: up to 18446744073709551615
+)
+_PG_INT_NAMES = ("smallint", "smallint", "integer", "integer", "bigint", "numeric")
+
+
 class PostgresTypes:
     """Exact round trip of every canonical kind into PostgreSQL.
 
@@ -85,6 +104,10 @@ class PostgresTypes:
             return postgresql.TIMESTAMP(precision=ct.precision)
         if k is Kind.TIMESTAMPTZ:
             return postgresql.TIMESTAMP(timezone=True, precision=ct.precision)
+        if k in _INT_RANK:
+            return _pg_int(ct)
+        if k is Kind.BIT:
+            return postgresql.BIT(ct.length or 1)
         if k is Kind.ENUM:
             tid = enum_type_id(ct, table)
             return postgresql.ENUM(
@@ -99,15 +122,25 @@ class PostgresTypes:
         if ct.kind is Kind.ENUM:
             tid = enum_type_id(ct, table)
             base = f"{quote_ident(tid.schema)}.{quote_ident(tid.name)}"
+        elif ct.kind in _INT_RANK:
+            base = _PG_INT_NAMES[_INT_RANK[ct.kind] + (1 if ct.unsigned else 0)]
         else:
             base = _PG_BASE[ct.kind]
         return base + "[]" * (1 if ct.array_dims else 0)
 
+    def cast_name(self, ct: ColumnType, table: TableId) -> str:
+        """The type bound parameters are cast to: ``base_name`` except for bit strings, where
+        a cast to ``bit`` would mean bit(1) and silently cut the value; ``bit varying`` keeps
+        it whole and the assignment to a bit(n) column then checks its length."""
+        if ct.kind is Kind.BIT:
+            return "bit varying" + "[]" * (1 if ct.array_dims else 0)
+        return self.base_name(ct, table)
+
 
 _PG_SIMPLE: dict[Kind, TypeEngine[Any]] = {
-    Kind.SMALLINT: sa.SmallInteger(),
-    Kind.INTEGER: sa.Integer(),
-    Kind.BIGINT: sa.BigInteger(),
+    Kind.YEAR: sa.SmallInteger(),
+    Kind.DURATION: postgresql.INTERVAL(),
+    Kind.SET: sa.Text(),  # members comma-joined, as MySQL shows them
     Kind.REAL: postgresql.REAL(),
     Kind.DOUBLE: postgresql.DOUBLE_PRECISION(),
     Kind.TEXT: sa.Text(),
@@ -123,9 +156,10 @@ _PG_SIMPLE: dict[Kind, TypeEngine[Any]] = {
 # Names as PostgreSQL's format_type() spells them, without typmods: used for casts of bound
 # parameters and for checking an existing target column.
 _PG_BASE: dict[Kind, str] = {
-    Kind.SMALLINT: "smallint",
-    Kind.INTEGER: "integer",
-    Kind.BIGINT: "bigint",
+    Kind.YEAR: "smallint",
+    Kind.DURATION: "interval",
+    Kind.BIT: "bit",
+    Kind.SET: "text",
     Kind.NUMERIC: "numeric",
     Kind.REAL: "real",
     Kind.DOUBLE: "double precision",
@@ -144,11 +178,14 @@ _PG_BASE: dict[Kind, str] = {
     Kind.BYTES: "bytea",
 }
 
-MAPPERS: dict[str, TypeMapper] = {"postgresql": PostgresTypes()}
+MYSQL_DIALECTS = frozenset({"mysql", "mariadb"})
 
 
 def mapper_for(dialect: str) -> TypeMapper:
-    try:
-        return MAPPERS[dialect]
-    except KeyError:
-        raise PermanentError(f"target dialect {dialect!r} is not supported yet") from None
+    if dialect == "postgresql":
+        return PostgresTypes()
+    if dialect in MYSQL_DIALECTS:
+        from cdc_sync.sinks.sql.mysql_types import MySqlTypes  # noqa: PLC0415  (no cycle)
+
+        return MySqlTypes()
+    raise PermanentError(f"target dialect {dialect!r} is not supported yet")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import mysql, postgresql
 
 revision: str = "0001_initial"
 down_revision: str | Sequence[str] | None = None
@@ -15,7 +15,15 @@ depends_on: str | Sequence[str] | None = None
 
 # Frozen copy of the definitions in cdc_sync.state.tables as of this revision: a migration
 # must keep meaning the same thing when the model module changes later.
-_TS = sa.DateTime(timezone=True)
+# MySQL / MariaDB: DATETIME(6) in UTC (the sessions run in UTC); TIMESTAMP would end in 2038.
+_TS = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+def _now() -> sa.TextClause | sa.sql.functions.now:
+    # CURRENT_TIMESTAMP(6) on MySQL: the default must have the column's fractional digits.
+    if op.get_bind().dialect.name in ("mysql", "mariadb"):
+        return sa.text("CURRENT_TIMESTAMP(6)")
+    return sa.func.now()
 
 
 def upgrade() -> None:
@@ -26,7 +34,7 @@ def upgrade() -> None:
         sa.Column("position", sa.Text, nullable=True),
         sa.Column("source_tx", sa.Text, nullable=True),
         sa.Column("committed_at", _TS, nullable=True),
-        sa.Column("updated_at", _TS, nullable=False, server_default=sa.func.now()),
+        sa.Column("updated_at", _TS, nullable=False, server_default=_now()),
         sa.Column("owner", sa.Text, nullable=True),
         sa.Column("token", sa.BigInteger, nullable=False, server_default=sa.text("0")),
         sa.Column("lease_expires_at", _TS, nullable=True),
@@ -44,7 +52,7 @@ def upgrade() -> None:
         sa.Column("source_position", sa.Text, nullable=True),
         sa.Column("source_tx", sa.Text, nullable=True),
         sa.Column("committed_at", _TS, nullable=True),
-        sa.Column("applied_at", _TS, nullable=False, server_default=sa.func.now()),
+        sa.Column("applied_at", _TS, nullable=False, server_default=_now()),
         sa.Column("outcome", sa.String(32), nullable=False),
         sa.Column(
             "detail", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True

@@ -1,0 +1,190 @@
+"""Create or widen MySQL / MariaDB target tables; DDL only where it cannot commit data."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.schema import CreateTable
+
+from cdc_sync.errors import PermanentError
+from cdc_sync.records import Column, Kind, TableId, TableSchema
+from cdc_sync.sinks.sql.mysql import qualified_mysql, quote_mysql
+from cdc_sync.sinks.sql.mysql_types import MySqlTypes, key_budgets
+
+_COLUMNS = sa.text(
+    "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS "
+    "WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t ORDER BY ORDINAL_POSITION"
+)
+# Unique indexes on whole columns (no prefix length): what ON DUPLICATE KEY can rely on.
+_UNIQUE = sa.text(
+    "SELECT INDEX_NAME, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS "
+    "WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t AND NON_UNIQUE = 0"
+)
+_SCHEMA = sa.text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :s")
+_INT_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|bigint|year)\(\d+\)")
+_LABELS = re.compile(r"'((?:[^']|'')*)'")
+_STRING_KINDS = frozenset({Kind.TEXT, Kind.VARCHAR, Kind.CHAR})
+_DIALECT = mysql.dialect()
+
+
+class UncommittedWorkError(PermanentError):
+    """DDL was needed while the connection had a transaction open: MySQL would commit it."""
+
+
+@dataclass(frozen=True)
+class _Existing:
+    data_type: str
+    column_type: str
+    nullable: bool
+
+
+def _normal(spelled: str) -> str:
+    """One spelling for a type from SQLAlchemy's compiler and from information_schema:
+    integer display widths dropped (MariaDB shows int(11)), labels kept as they are."""
+    base, paren, rest = spelled.partition("(")
+    base = base.strip().lower()
+    if base in ("enum", "set"):
+        return f"{base}({rest}"
+    text = (base + paren + rest).lower().replace(", ", ",")
+    return _INT_WIDTH.sub(r"\1", text).replace("integer", "int")
+
+
+def _labels(spelled: str) -> list[str]:
+    return [m.replace("''", "'") for m in _LABELS.findall(spelled)]
+
+
+class MySqlTableMaker:
+    """Plans the DDL a table needs by reading information_schema (no DDL on the way), then
+    runs it only when the caller's connection has no transaction open: DDL in MySQL commits
+    the open transaction implicitly, which would split rows, audit and checkpoint apart."""
+
+    def __init__(self, create_tables: bool) -> None:
+        self.types = MySqlTypes()
+        self.create_tables = create_tables
+
+    def ensure(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
+        was_open = conn.in_transaction()
+        ddl = self.plan(conn, schema, target)
+        if not ddl:
+            return
+        if was_open:
+            raise UncommittedWorkError(
+                f"target table {target} needs DDL, which on MySQL / MariaDB commits the open "
+                "transaction; commit (or roll back) before ensure_table"
+            )
+        if conn.execute(sa.text("SELECT @@explicit_defaults_for_timestamp")).scalar() == 0:
+            # Else a NOT NULL TIMESTAMP column would get DEFAULT / ON UPDATE CURRENT_TIMESTAMP
+            # and rows written without it would silently take the current time.
+            conn.exec_driver_sql("SET SESSION explicit_defaults_for_timestamp = 1")
+        for statement in ddl:
+            conn.exec_driver_sql(statement)
+        conn.commit()  # DDL has committed already; this realigns SQLAlchemy's state
+
+    def plan(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> list[str]:
+        """The DDL statements ``target`` needs ([] when none); PermanentError on conflicts."""
+        where = {"s": target.schema, "t": target.name}
+        existing = {
+            name: _Existing(str(dt).lower(), str(ct), nullable == "YES")
+            for name, dt, ct, nullable in conn.execute(_COLUMNS, where)
+        }
+        if not existing:
+            if not self.create_tables:
+                raise PermanentError(
+                    f"target table {target} does not exist and create_tables is off; "
+                    "create it or turn create_tables on"
+                )
+            out = []
+            if conn.execute(_SCHEMA, {"s": target.schema}).first() is None:
+                out.append(
+                    f"CREATE DATABASE IF NOT EXISTS {quote_mysql(target.schema)} "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                )
+            return [*out, self._create(conn, schema, target)]
+        self._check_key(conn, schema, target)
+        keys = key_budgets(schema)
+        alter: list[str] = []
+        for col in schema.columns:
+            have = existing.get(col.name)
+            spec = self._spec(col, target, keys.get(col.name))
+            if have is None:
+                # Nullable even when the source column is NOT NULL: existing target rows have
+                # no value for it (the source filled them with a default we never saw).
+                alter.append(f"ADD COLUMN {quote_mysql(col.name)} {spec} NULL")
+            elif (change := self._reconcile(col, have, spec, target)) is not None:
+                alter.append(change)
+        return [f"ALTER TABLE {qualified_mysql(target)} " + ", ".join(alter)] if alter else []
+
+    def _spec(self, col: Column, target: TableId, key: int | None) -> str:
+        ct = self.types.column_type(col.type, target, col.name, key=key)
+        return str(ct.compile(dialect=_DIALECT))
+
+    def _create(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> str:
+        keys = key_budgets(schema)
+        cols = [
+            sa.Column(
+                c.name,
+                self.types.column_type(c.type, target, c.name, key=keys.get(c.name)),
+                nullable=c.nullable and c.name not in keys,
+                # SQLAlchemy would make a lone integer key AUTO_INCREMENT: values come from
+                # the source, and AUTO_INCREMENT turns a NULL / 0 key into a new number.
+                autoincrement=False,
+            )
+            for c in schema.columns
+        ]
+        table = sa.Table(
+            target.name,
+            sa.MetaData(),
+            *cols,
+            sa.PrimaryKeyConstraint(*schema.key),
+            schema=target.schema,
+            mysql_engine="InnoDB",
+            mysql_charset="utf8mb4",
+            mysql_collate="utf8mb4_bin",
+        )
+        return str(CreateTable(table).compile(dialect=conn.dialect)).strip()
+
+    def _reconcile(self, col: Column, have: _Existing, spec: str, target: TableId) -> str | None:
+        """None when the existing column holds every source value exactly, else the MODIFY
+        that widens an ENUM / SET by new labels; PermanentError when it cannot."""
+        want, got = _normal(spec), _normal(have.column_type)
+        kind = col.type.kind
+        if want == got:
+            return None
+        if kind in (Kind.JSON, Kind.JSONB) and have.data_type == "longtext":
+            return None  # MariaDB's JSON is LONGTEXT with a json_valid CHECK
+        if kind in _STRING_KINDS and have.data_type == "longtext":
+            return None  # any string fits
+        if kind is Kind.BOOLEAN and got.startswith("tinyint"):
+            return None
+        if (
+            kind in (Kind.ENUM, Kind.SET)
+            and have.data_type == kind.value
+            and set(_labels(have.column_type)) <= set(col.type.enum_labels)
+        ):
+            null = "NULL" if have.nullable else "NOT NULL"
+            return f"MODIFY COLUMN {quote_mysql(col.name)} {spec} {null}"
+        raise PermanentError(
+            f"target table {target}: column {col.name!r} has type {have.column_type}, but the "
+            f"source column is {col.type.source_name or col.type.kind.value} (needs {spec}); "
+            "alter the target column or map the table to another target"
+        )
+
+    def _check_key(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
+        indexes: dict[str, set[str]] = {}
+        prefixed: set[str] = set()
+        for index, column, sub_part in conn.execute(
+            _UNIQUE, {"s": target.schema, "t": target.name}
+        ):
+            indexes.setdefault(index, set()).add(column)
+            if sub_part is not None:
+                prefixed.add(index)
+        want = set(schema.key)
+        if any(cols == want and ix not in prefixed for ix, cols in indexes.items()):
+            return
+        raise PermanentError(
+            f"target table {target} has no primary key or unique index on exactly "
+            f"({', '.join(schema.key)}), the source key; changes cannot be applied by key"
+        )
