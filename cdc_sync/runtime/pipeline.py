@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 from cdc_sync.audit.writer import AuditWriter
 from cdc_sync.checkpoint.store import CheckpointStore
 from cdc_sync.config.models import PipelineConfig
+from cdc_sync.errors import TransientError
 from cdc_sync.records import (
     ChangeRecord,
     Heartbeat,
@@ -27,7 +28,7 @@ from cdc_sync.records import (
 )
 from cdc_sync.runtime.stop import StopFlag
 from cdc_sync.runtime.writer import OrderedWriter
-from cdc_sync.sinks.sql.sink import SqlSink
+from cdc_sync.sinks.sql.sink import SqlSink, is_mysql
 from cdc_sync.sources.base import Source
 
 # A source transaction still open when a stop is asked for gets this long to reach its commit;
@@ -92,6 +93,8 @@ class PipelineLoop:
         self._pending: list[tuple[ChangeRecord, TableId]] = []
         self._writer = OrderedWriter()
         self._committing: deque[_Committing] = deque()
+        self._batch = _Batch()
+        self._tx_changes = 0  # records of the open source transaction handed on so far
 
     def known_schemas(self, schemas: Mapping[TableId, TableSchema]) -> None:
         self._schemas.update(schemas)
@@ -110,7 +113,7 @@ class PipelineLoop:
         head = self.source.head() if self.until_caught_up else None
         if head is not None and resume_after is not None and resume_after >= head:
             return "caught_up"
-        batch = _Batch()
+        self._batch = _Batch()
         in_tx: TxBegin | None = None
         for ev in self.source.stream(resume_after):
             if isinstance(ev, ChangeRecord):
@@ -118,21 +121,22 @@ class PipelineLoop:
                 continue
             if isinstance(ev, TxBegin):
                 in_tx = ev
-                if self.stop.is_set and batch.last_commit is not None:
-                    self._commit(batch)
+                self._tx_changes = 0
+                if self.stop.is_set and self._batch.last_commit is not None:
+                    self._commit(self._batch)
                     return "stopped"
                 continue
             if isinstance(ev, TxCommit):
                 in_tx = None
-                batch.rows += ev.row_count
-                batch.transactions += 1
-                batch.last_commit = ev
+                self._batch.rows += ev.row_count
+                self._batch.transactions += 1
+                self._batch.last_commit = ev
                 self.audit.end_transaction(ev.xid, ev.commit_time, ev.end_position)
                 if head is not None and ev.end_position >= head:
-                    self._commit(batch)
+                    self._commit(self._batch)
                     return "caught_up"
-                if self.stop.is_set or self._due(batch):
-                    batch = self._commit(batch)
+                if self.stop.is_set or self._due(self._batch):
+                    self._commit(self._batch)
                     if self.stop.is_set:
                         return "stopped"
                 self._ack_finished()
@@ -140,14 +144,16 @@ class PipelineLoop:
             # Idle or Heartbeat: between messages; flush what is due, ack what is durable
             self._ack_finished()
             if in_tx is None:
-                if batch.last_commit is not None and (self.stop.is_set or self._due(batch)):
-                    batch = self._commit(batch)
+                if self._batch.last_commit is not None and (
+                    self.stop.is_set or self._due(self._batch)
+                ):
+                    self._commit(self._batch)
                 if self.stop.is_set:
                     self._rollback_open()
                     return "stopped"
                 if isinstance(ev, Heartbeat) and head is not None and ev.position >= head:
-                    if batch.last_commit is not None:
-                        self._commit(batch)
+                    if self._batch.last_commit is not None:
+                        self._commit(self._batch)
                     return "caught_up"
             elif self.stop.is_set and self._stop_grace_over():
                 self.log.warning("stop_rolled_back_open_transaction")
@@ -170,21 +176,57 @@ class PipelineLoop:
         known = self._schemas.get(rec.table)
         if known is not rec.schema:
             if known is None or known != rec.schema:
-                # Schema announced mid-stream (e.g. ADD COLUMN): widen the target inside the
-                # open transaction, before any row that needs the new column is written.
-                self._flush()
-                schema, sink, conn = rec.schema, self.sink, self.conn
-                self._writer.submit(lambda: sink.ensure_table(conn, schema, target))
+                # Schema announced mid-stream (e.g. ADD COLUMN): widen the target before any
+                # row that needs the new column is written.
+                self._widen(rec.schema, target)
             self._schemas[rec.table] = rec.schema
         if rec.op is Op.TRUNCATE and not self._truncate.get(rec.table, True):
             self.audit.add(rec, target, outcome="skipped")
             return
         self._pending.append((rec, target))
+        self._tx_changes += 1
         self.audit.add(rec, target)
         if len(self._pending) >= self.cfg.batch.flush_rows:
             # A big source transaction streams into the open target transaction in chunks
             # instead of being held in memory; it is committed only at its TxCommit.
             self._flush()
+
+    def _widen(self, schema: TableSchema, target: TableId) -> None:
+        """PostgreSQL: DDL inside the open target transaction (it is transactional there).
+        MySQL / MariaDB commit DDL implicitly, so it may only run where that commits nothing
+        half-done: never in the middle of a source transaction (invariant 1)."""
+        self._flush()
+        sink, conn = self.sink, self.conn
+        if not is_mysql(conn):
+            self._writer.submit(lambda: sink.ensure_table(conn, schema, target))
+            return
+        if self._tx_changes == 0:
+            # Between source transactions (always so for a MySQL source, whose DDL commits on
+            # its own): commit the completed ones with their checkpoint, then the DDL.
+            if self._batch.last_commit is not None:
+                self._commit(self._batch)
+
+            def clean_ddl() -> None:
+                conn.commit()  # only reads can be open here
+                sink.ensure_table(conn, schema, target)
+
+            self._writer.submit(clean_ddl)
+            return
+
+        def mid_transaction() -> None:
+            # A PostgreSQL source's transactional DDL, rows already written: never split the
+            # source transaction. Roll back, widen, and restart from the checkpoint; the
+            # retry re-applies everything after it and finds the table already widened.
+            if not sink.ddl_would_commit(conn, schema, target):
+                return
+            conn.rollback()
+            sink.ensure_table(conn, schema, target)
+            raise TransientError(
+                f"target table {target}: schema changed inside a source transaction; table "
+                "widened, restarting from the checkpoint"
+            )
+
+        self._writer.submit(mid_transaction)
 
     def _flush(self) -> None:
         items, self._pending = self._pending, []
@@ -222,7 +264,8 @@ class PipelineLoop:
                 batch.started,
             )
         )
-        return _Batch()
+        self._batch = _Batch()
+        return self._batch
 
     def _ack_finished(self) -> None:
         """Acknowledge every batch whose commit has finished: only now is it durable."""

@@ -69,6 +69,9 @@ def run_once(config: Config, name: str, stop: StopFlag, until_caught_up: bool) -
             if cp is None:
                 cp = _initial_checkpoint(conn, checkpoints, source, token)
             sink = SqlSink(create_tables=tc.create_tables)
+            # Only reads since the last commit; on MySQL the DDL of ensure_table must start
+            # outside a transaction, or it would commit that transaction implicitly.
+            conn.commit()
             for table, schema in schemas.items():
                 sink.ensure_table(conn, schema, targets[table])
             conn.commit()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -38,6 +40,45 @@ _ENUM_LABELS = sa.text(
 )
 
 _STRING_KINDS = frozenset({Kind.TEXT, Kind.VARCHAR, Kind.CHAR})
+
+
+# Integer types by width, as format_type() spells them: a narrower one may be widened.
+_WIDER_INT = {"smallint": 0, "integer": 1, "bigint": 2, "numeric": 3}
+_MODS = re.compile(r"\((\d+)(?:,(\d+))?\)")
+
+
+def _needs_widening(ct: ColumnType, spelled: str) -> bool:
+    """Same base type, but the source's modifiers now admit values the target's do not."""
+    if ct.array_dims:
+        return False
+    m = _MODS.search(spelled)
+    if ct.kind in (Kind.VARCHAR, Kind.CHAR):
+        return m is not None and (ct.length is None or ct.length > int(m.group(1)))
+    if ct.kind is Kind.NUMERIC:
+        if m is None:
+            return False  # unconstrained numeric holds everything
+        p, s = int(m.group(1)), int(m.group(2) or 0)
+        if ct.precision is None:
+            return True
+        scale = ct.scale or 0
+        return ct.precision - scale > p - s or scale > s
+    if ct.kind in (Kind.TIME, Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
+        have = int(m.group(1)) if m else 6
+        return (ct.precision if ct.precision is not None else 6) > have
+    return False
+
+
+def _merged(ct: ColumnType, spelled: str) -> ColumnType:
+    """The source's new type, keeping whatever the target already admits beyond it (numeric
+    (12,4) widened for a source numeric(14,2) becomes numeric(14,4), never loses scale)."""
+    m = _MODS.search(spelled)
+    if ct.kind is not Kind.NUMERIC or m is None or ct.precision is None:
+        return ct
+    p, s = int(m.group(1)), int(m.group(2) or 0)
+    scale = max(s, ct.scale or 0)
+    return dataclasses.replace(
+        ct, precision=max(p - s, ct.precision - (ct.scale or 0)) + scale, scale=scale
+    )
 
 
 def _literal(text: str) -> str:
@@ -122,13 +163,32 @@ class TableMaker:
         base = self.types.base_name(col.type, target)
         want = conn.execute(_TYPE_OID, {"n": base}).scalar()
         if want is not None and int(want) == have.typid:
+            if _needs_widening(col.type, have.spelled):
+                self._alter_type(conn, Column(col.name, _merged(col.type, have.spelled)), target)
             return
         if col.type.kind in _STRING_KINDS and not col.type.array_dims and have.spelled == "text":
             return  # any string fits losslessly into text
+        if (
+            not col.type.array_dims
+            and _WIDER_INT.get(have.spelled, -1) >= 0
+            and (_WIDER_INT.get(base, -1) > _WIDER_INT[have.spelled])
+        ):
+            # MODIFY COLUMN int -> bigint at the source: every old value fits the new type.
+            self._alter_type(conn, col, target)
+            return
         raise PermanentError(
             f"target table {target}: column {col.name!r} has type {have.spelled}, but the "
             f"source column is {col.type.source_name or base}; alter the target column or "
             "map the table to another target"
+        )
+
+    def _alter_type(self, conn: sa.Connection, col: Column, target: TableId) -> None:
+        """Widen a column the source widened (varchar(20) -> varchar(40), int -> bigint…):
+        rows written after the source's ALTER would not fit otherwise. Never narrows."""
+        spec = self.types.column_type(col.type, target, col.name).compile(dialect=conn.dialect)
+        name = quote_ident(col.name)
+        conn.exec_driver_sql(
+            f"ALTER TABLE {_qualified(target)} ALTER COLUMN {name} TYPE {spec} USING {name}::{spec}"
         )
 
     def _check_key(

@@ -52,6 +52,38 @@ def _normal(spelled: str) -> str:
     return _INT_WIDTH.sub(r"\1", text).replace("integer", "int")
 
 
+_RANKS = {
+    "tinyint": 0, "smallint": 1, "mediumint": 2, "int": 3, "bigint": 4,
+    "tinytext": 10, "text": 11, "mediumtext": 12, "longtext": 13,
+    "tinyblob": 20, "blob": 21, "mediumblob": 22, "longblob": 23,
+}  # fmt: skip
+_SIZED = re.compile(r"^([a-z]+)(?:\((\d+)(?:,(\d+))?\))?( unsigned)?$")
+
+
+def _holds(big: str, small: str) -> bool | None:
+    """True when every value of type ``small`` fits type ``big`` (normal spellings), False
+    when not, None when the two are not comparable (different families)."""
+    a, b = _SIZED.match(big), _SIZED.match(small)
+    if a is None or b is None:
+        return None
+    ta, tb = a.group(1), b.group(1)
+    if ta in _RANKS and tb in _RANKS and _RANKS[ta] // 10 == _RANKS[tb] // 10:
+        if _RANKS[ta] < 10:  # integers: signedness matters
+            ua, ub = bool(a.group(4)), bool(b.group(4))
+            if ua and not ub:
+                return False
+            return _RANKS[ta] > _RANKS[tb] or (_RANKS[ta] == _RANKS[tb] and ua == ub)
+        return _RANKS[ta] >= _RANKS[tb]
+    if ta != tb or a.group(4) != b.group(4):
+        return None
+    if ta == "decimal":
+        pa, sa_, pb, sb = (int(x or 0) for x in (a.group(2), a.group(3), b.group(2), b.group(3)))
+        return pa - sa_ >= pb - sb and sa_ >= sb
+    if ta in ("varchar", "char", "varbinary", "binary", "datetime", "time", "timestamp", "bit"):
+        return int(a.group(2) or 0) >= int(b.group(2) or 0)
+    return None
+
+
 def _labels(spelled: str) -> list[str]:
     return [m.replace("''", "'") for m in _LABELS.findall(spelled)]
 
@@ -159,12 +191,19 @@ class MySqlTableMaker:
             return None  # any string fits
         if kind is Kind.BOOLEAN and got.startswith("tinyint"):
             return None
+        null = "NULL" if have.nullable else "NOT NULL"
         if (
             kind in (Kind.ENUM, Kind.SET)
             and have.data_type == kind.value
             and set(_labels(have.column_type)) <= set(col.type.enum_labels)
         ):
-            null = "NULL" if have.nullable else "NOT NULL"
+            return f"MODIFY COLUMN {quote_mysql(col.name)} {spec} {null}"
+        holds = _holds(got, want)  # the existing type holds every value of the source's?
+        if holds is True:
+            return None  # e.g. the source narrowed varchar(40) to varchar(20)
+        if holds is False and _holds(want, got) is True:
+            # The source widened (MODIFY varchar(20) -> varchar(40), int -> bigint): rows
+            # written after its ALTER would not fit. Every existing value fits the new type.
             return f"MODIFY COLUMN {quote_mysql(col.name)} {spec} {null}"
         raise PermanentError(
             f"target table {target}: column {col.name!r} has type {have.column_type}, but the "
