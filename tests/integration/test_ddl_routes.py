@@ -78,13 +78,22 @@ def test_pg_transactional_ddl_into_mysql(
     r = Route(tmp_path, source_dsn, my_target_dsn, {"public.calls": f"{tdb}.calls"},
               pipeline="ddl_" + _db(source_dsn))  # fmt: skip
     r.drain()
+    proc = r.start()  # streaming when the DDL arrives, so it meets the open transaction
     execute(source_dsn, "INSERT INTO calls VALUES (1, 'busy')")
+    deadline = time.monotonic() + 30
+    while not fetch(my_target_dsn, "calls", "id") and time.monotonic() < deadline:
+        time.sleep(0.1)
     with psycopg.connect(source_dsn) as c:
         c.execute("INSERT INTO calls VALUES (2, 'answered')")
         c.execute("ALTER TABLE calls ADD COLUMN seconds int")
         c.execute("INSERT INTO calls VALUES (3, 'answered', 42)")
         c.execute("UPDATE calls SET seconds = 9 WHERE id = 2")
     execute(source_dsn, "INSERT INTO calls VALUES (4, 'busy', 1)")
+    while len(fetch(my_target_dsn, "calls", "id")) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.terminate()
+    assert proc.wait(30) == 0
+    assert "schema changed inside a source transaction" in r.log.read_text()
     r.drain()
     assert _rows(my_target_dsn, "calls", "id, outcome, seconds") == _rows(
         source_dsn, "calls", "id, outcome, seconds"
