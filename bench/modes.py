@@ -14,7 +14,7 @@ from bench import logstats
 from bench.daemon import ChildStats, Daemon
 from bench.env import PIPELINE, TABLE, BenchEnv, bench_env
 from bench.lag import Probe, audit_lag_ms, percentiles
-from bench.mysql import mysql_drain
+from bench.mysql import mysql_drain, mysql_live
 from bench.native import native
 from bench.procstat import server_cpu_s
 from bench.report import RESULTS, Result
@@ -308,6 +308,14 @@ def mysql_drain_mode(opts: Options) -> Result:
     return mysql_drain(opts, _drain_figures)
 
 
+def mysql_live_mode(opts: Options) -> Result:
+    def figures(r: Result, d: Daemon, st: ChildStats) -> None:
+        _child(r, st, 0, prefix="daemon_")
+        _daemon_log(r, d)
+
+    return mysql_live(opts, figures)
+
+
 def native_drain(opts: Options) -> Result:
     return native(opts, opts.scale, opts.timeout)
 
@@ -346,4 +354,5 @@ MODES = {
     "native": native_drain,
     "compare": compare,
     "mysql-drain": mysql_drain_mode,
+    "mysql-live": mysql_live_mode,
 }

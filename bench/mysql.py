@@ -7,6 +7,7 @@ import hashlib
 import os
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import pymysql
 
 from bench.daemon import Daemon
 from bench.env import PIPELINE, TABLE
+from bench.lag import Probe, percentiles
 from bench.report import RESULTS, Result
 from bench.verify import Check, audit_check, audit_counts
 from bench.workload import Backlog, BacklogSpec
@@ -197,4 +199,102 @@ def mysql_drain(opts: Any, drain_figures: Any) -> Result:
         counts = audit_counts(env.target_dsn, PIPELINE)
         r.checks.append(audit_check(counts, env.audit, b.changes, b.transactions))
     r.notes.append(f"source MariaDB (PyMySQL {_pymysql_version()}), target PostgreSQL")
+    return r
+
+
+class MyPacedWriter(threading.Thread):
+    """``tx_rows`` inserts into MariaDB every ``tx_rows / rate`` s; ``commits`` keeps (last id
+    of the transaction, wall-clock time its COMMIT returned), as the PG writer does."""
+
+    def __init__(
+        self, server: MyServer, rate: float, tx_rows: int, duration: float, first_id: int
+    ) -> None:
+        super().__init__(daemon=True, name="my-paced-writer")
+        self.server, self.rate, self.tx_rows = server, rate, tx_rows
+        self.duration, self.first_id = duration, first_id
+        self.commits: list[tuple[int, float]] = []
+        self.errors: list[BaseException] = []
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        try:
+            self._write()
+        except BaseException as e:  # reported by the caller
+            self.errors.append(e)
+
+    def _write(self) -> None:
+        interval = self.tx_rows / self.rate
+        sql = f"INSERT INTO {TABLE} (id, name, phone, email, status) VALUES (%s, %s, %s, %s, 1)"
+        next_id = self.first_id
+        with self.server.connect("crm", autocommit=False) as c, c.cursor() as cur:
+            t0 = time.monotonic()
+            k = 0
+            while time.monotonic() - t0 < self.duration:
+                delay = t0 + k * interval - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                ids = range(next_id, next_id + self.tx_rows)
+                cur.executemany(
+                    sql, [(i, f"Live {i}", "+1 202 555 0100", f"l{i}@x.org") for i in ids]
+                )
+                c.commit()
+                self.commits.append((ids[-1], time.time()))
+                next_id, k = ids[-1] + 1, k + 1
+            self.seconds = time.monotonic() - t0
+
+    @property
+    def rows(self) -> int:
+        return len(self.commits) * self.tx_rows
+
+
+def mysql_live(opts: Any, daemon_figures: Any) -> Result:
+    """Daemon running; paced MariaDB writer; commit-to-visible lag in PostgreSQL per source
+    transaction (the PG live mode's probe); SIGTERM at the end; content and audit checked."""
+    r = Result("mysql-live")
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        my_bench_env(Path(tmp), RESULTS / "mysql-live", opts.audit, opts.batch) as env,
+    ):
+        d = env.daemon("prime")
+        st = d.run("run", "--until-caught-up", timeout=180)
+        if st.exit_code != 0:
+            r.checks.append(Check("prime", False, f"exit {st.exit_code}: {d.log_tail(12)}"))
+            return r
+        d = env.daemon("live")
+        d.start("run")
+        probe = Probe(env.target_dsn)
+        probe.start()
+        time.sleep(1.0)  # the daemon's start-up is not lag
+        w = MyPacedWriter(env.source, opts.rate, opts.tx_rows, opts.duration, first_id=1)
+        w.start()
+        w.join()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (
+            not probe.samples or probe.samples[-1][1] < w.commits[-1][0]
+        ):
+            time.sleep(0.05)
+        time.sleep(0.1)
+        probe.stop()
+        alive = d.alive()
+        st, stop_s = d.terminate(60) if alive else (d.wait(5), 0.0)
+        lags, unseen = probe.lags_ms(w.commits)
+        p = percentiles(lags)
+        r.figures.update(
+            {
+                "rows_written": w.rows,
+                "write_rate_rows_per_s": round(w.rows / w.seconds) if w.seconds else None,
+                "lag_p50_ms": round(p["p50"], 1),
+                "lag_p99_ms": round(p["p99"], 1),
+                "lag_max_ms": round(p["max"], 1),
+                "stop_s": round(stop_s, 2),
+            }
+        )
+        daemon_figures(r, d, st)
+        r.checks.append(Check("caught up", unseen == 0, f"{unseen} transactions not seen"))
+        r.checks.append(Check("SIGTERM exit code", st.exit_code == 0, f"{st.exit_code}"))
+        if w.errors:
+            r.checks.append(Check("writer", False, repr(w.errors[0])))
+        r.checks.append(compare_cross(env))
+        counts = audit_counts(env.target_dsn, PIPELINE)
+        r.checks.append(audit_check(counts, env.audit, w.rows, len(w.commits)))
     return r

@@ -125,16 +125,10 @@ class MyServer:
         self.start()
 
     def connect(self, db: str | None = None, **kw: object) -> pymysql.connections.Connection:
+        args: dict[str, object] = {"charset": "utf8mb4", "autocommit": True, "connect_timeout": 5}
+        args.update(kw)
         return pymysql.connect(
-            host="127.0.0.1",
-            port=self.port,
-            user="root",
-            password="",
-            database=db,
-            charset="utf8mb4",
-            autocommit=True,
-            connect_timeout=5,
-            **kw,
+            host="127.0.0.1", port=self.port, user="root", password="", database=db, **args
         )
 
     def dsn(self, db: str = "") -> str:
