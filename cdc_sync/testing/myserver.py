@@ -56,7 +56,10 @@ class MyServer:
         self.base = Path(base or tempfile.mkdtemp(prefix="cdc-sync-my-"))
         self.datadir = self.base / "data"
         self.port = port or free_port()
-        self.settings = {**SETTINGS, **(extra or {})}
+        # An extra setting of "" removes a default (e.g. {"log_bin": ""} for a server without
+        # a binlog, to test the checks).
+        merged = {**SETTINGS, **(extra or {})}
+        self.settings = {k: v for k, v in merged.items() if v != ""}
         self._os_user = "mysql" if os.geteuid() == 0 else None
         self._proc: subprocess.Popen[bytes] | None = None
 

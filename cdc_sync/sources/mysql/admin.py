@@ -147,6 +147,15 @@ def problems(
     conn: Any, info: ServerInfo, server_id: int, mode: str, tables: Sequence[TableId]
 ) -> list[str]:
     """Every unmet prerequisite, each with its exact fix."""
+    out = settings_problems(conn, info, server_id, mode)
+    out += _grant_problems(conn, info)
+    out += _select_problems(conn, tables)
+    return out
+
+
+def settings_problems(conn: Any, info: ServerInfo, server_id: int, mode: str) -> list[str]:
+    """The server settings without which the binlog cannot be read completely and exactly;
+    a start refuses on these (grants are left to the server: roles may grant them)."""
     v = variables(
         conn, "log_bin", "binlog_format", "binlog_row_image", "binlog_row_metadata", "gtid_mode"
     )
@@ -162,7 +171,5 @@ def problems(
             "gtid_mode is OFF but position_mode is 'gtid'; fix: in my.cnf gtid_mode = ON and "
             "enforce_gtid_consistency = ON, restart (or use position_mode 'file')"
         )
-    out += _grant_problems(conn, info)
     out += _server_id_problems(conn, info, server_id)
-    out += _select_problems(conn, tables)
     return out

@@ -102,9 +102,16 @@ class MysqlCapture:
         """Validate the configured tables; nothing is created (``create`` has no effect)."""
         try:
             conn = self._catalog()
-            schemas, errors = catalog.read_schemas(conn, self._tables, self._server().mariadb)
+            info = self._server()
+            unready = admin.settings_problems(conn, info, self._server_id, self._mode)
+            schemas, errors = catalog.read_schemas(conn, self._tables, info.mariadb)
         except pymysql.err.MySQLError as e:
             raise classify(e, "cannot read the source tables") from e
+        if unready:
+            # Rows read under these settings would be incomplete or undecodable: never start.
+            raise PermanentError(
+                "the MySQL source is not ready:\n" + "\n".join(f"  - {p}" for p in unready)
+            )
         if len(errors) == 1:
             raise errors[0]  # keeps its type (NoKeyError, UnsupportedTypeError…)
         if errors:
