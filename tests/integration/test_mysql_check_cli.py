@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
         ({"binlog_row_image": "MINIMAL"}, "binlog_row_image"),
         ({"binlog_row_metadata": "MINIMAL"}, "binlog_row_metadata"),
         ({"binlog_format": "STATEMENT"}, "SET GLOBAL binlog_format = 'ROW'"),
+        ({"binlog_checksum": "NONE"}, "binlog_checksum = CRC32"),
     ],
 )
 def test_check_names_the_fix(

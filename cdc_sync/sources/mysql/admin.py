@@ -166,6 +166,14 @@ def settings_problems(conn: Any, info: ServerInfo, server_id: int, mode: str) ->
         want = "ROW" if name == "binlog_format" else "FULL"
         fix = f"SET GLOBAL {name} = '{want}'; and in my.cnf {name} = {want}"
         out += _setting(v, name, want, fix)
+    checksum = variables(conn, "binlog_checksum").get("binlog_checksum", "CRC32").upper()
+    if checksum != "CRC32":
+        # python-mysql-replication 1.0.17 mis-reads table maps without a checksum (the key
+        # columns are lost); refusing is better than replicating with a wrong key.
+        out.append(
+            f"binlog_checksum is {checksum}, must be CRC32; fix: SET GLOBAL binlog_checksum "
+            "= 'CRC32'; and in my.cnf binlog_checksum = CRC32"
+        )
     if not info.mariadb and mode == "gtid" and v.get("gtid_mode", "OFF").upper() != "ON":
         out.append(
             "gtid_mode is OFF but position_mode is 'gtid'; fix: in my.cnf gtid_mode = ON and "

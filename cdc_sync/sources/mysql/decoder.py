@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from pymysqlreplication.event import GtidEvent, HeartbeatLogEvent, QueryEvent, RotateEvent
 
@@ -17,6 +17,7 @@ from cdc_sync.records import (
     Heartbeat,
     Idle,
     Op,
+    Position,
     SourceEvent,
     TableId,
     TableSchema,
@@ -30,6 +31,7 @@ from cdc_sync.sources.mysql.rows import RowDecoder
 from cdc_sync.sources.mysql.tablemap import CachedTableMapEvent
 
 _IDLE = Idle()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TRUNCATE = re.compile(
     r"^\s*truncate\s+(?:table\s+)?(?:`((?:[^`]|``)+)`|(\w+))(?:\.(?:`((?:[^`]|``)+)`|(\w+)))?\s*$",
     re.IGNORECASE,
@@ -84,6 +86,7 @@ class BinlogDecoder:
         self._json: dict[TableId, tuple[tuple[str, ...], set[str]]] = {}
         self._tx: _Tx | None = None
         self._last_empty = 0.0
+        self._when_ts, self._when = -1, _EPOCH
 
     @property
     def in_transaction(self) -> bool:
@@ -99,6 +102,7 @@ class BinlogDecoder:
     # -- dispatch ---------------------------------------------------------------------------
 
     def feed(self, ev: Any, log_file: str) -> Iterator[SourceEvent]:
+        """A library-parsed event (the slow path: rare event types, table-map misses)."""
         cls = type(ev)
         if cls is WriteRows or cls is UpdateRows or cls is DeleteRows:
             self.pos = ev.packet.log_pos
@@ -106,18 +110,14 @@ class BinlogDecoder:
             return
         if cls is CachedTableMapEvent:
             self.pos = ev.packet.log_pos
-            if TableId(ev.schema, ev.table) in self._tables:
-                self._maps[ev.table_id] = ev
+            self.table_map(ev)
             return
         if cls is Xid:
-            self.file, self.pos = log_file, ev.packet.log_pos
-            yield from self._commit()
+            yield from self.xid(log_file, ev.packet.log_pos)
         elif cls is MariaGtid or cls is GtidEvent:
-            self.file, self.pos = log_file, ev.packet.log_pos
-            self._begin(ev, ev.gtid)
+            self.gtid_event(ev.gtid, ev.timestamp, log_file, ev.packet.log_pos)
         elif cls is QueryEvent:
-            self.file, self.pos = log_file, ev.packet.log_pos
-            yield from self._query(ev)
+            yield from self.query(ev.query, ev.schema, ev.timestamp, log_file, ev.packet.log_pos)
         elif cls is HeartbeatLogEvent:
             yield _IDLE
             if self._tx is None and ev.packet.log_pos:
@@ -132,82 +132,101 @@ class BinlogDecoder:
             if self._tx is None:
                 yield Heartbeat(self.position())
 
+    # -- the fast path: fields parsed from the raw packet by :mod:`wire` -----------------------
+
+    def table_map(self, tm: Any) -> bool:
+        """Remember a table map of one of our tables (``False``: not ours)."""
+        if TableId(tm.schema, tm.table) in self._tables:
+            self._maps[tm.table_id] = tm
+            return True
+        return False
+
+    def gtid_event(self, gtid: str, timestamp: int, log_file: str, log_pos: int) -> None:
+        self.file, self.pos = log_file, log_pos
+        self._begin(timestamp, gtid)
+
+    def xid(self, log_file: str, log_pos: int) -> list[SourceEvent]:
+        self.file, self.pos = log_file, log_pos
+        return self._commit()
+
+    def query(
+        self, query: str, schema: Any, timestamp: int, log_file: str, log_pos: int
+    ) -> list[SourceEvent]:
+        self.file, self.pos = log_file, log_pos
+        return self._query(query, schema, timestamp)
+
     # -- transactions -----------------------------------------------------------------------
 
-    def _begin(self, ev: Any, gtid: str) -> None:
-        when = datetime.fromtimestamp(ev.timestamp, UTC)
+    def _begin(self, timestamp: int, gtid: str) -> None:
+        if timestamp != self._when_ts:  # consecutive transactions mostly share a second
+            self._when_ts, self._when = timestamp, datetime.fromtimestamp(timestamp, UTC)
         if self._resume_gtid is not None:
             skip = self._resume_gtid.seen(gtid)
         else:
             skip = self._resume is not None and self.position() <= self._resume
         xid = gtid or f"{self.file}:{self.pos}"
-        self._tx = _Tx(xid, gtid, when, skip)
+        self._tx = _Tx(xid, gtid, self._when, skip)
 
-    def _query(self, ev: Any) -> Iterator[SourceEvent]:
-        q = ev.query.strip().upper()
+    def _query(self, query: str, schema: Any, timestamp: int) -> list[SourceEvent]:
+        q = query.strip().upper()
         if q == "BEGIN":
             if self._tx is None:  # MySQL without GTIDs: BEGIN opens the transaction
-                self._begin(ev, "")
-            return
+                self._begin(timestamp, "")
+            return []
         if q in ("COMMIT", "ROLLBACK") and self._tx is not None:
             # Non-transactional engines end their group with a query: their rows happened.
-            yield from self._commit()
-            return
+            return self._commit()
         if self._tx is None:
-            self._begin(ev, "")
+            self._begin(timestamp, "")
         tx = self._tx
         assert tx is not None
-        m = _TRUNCATE.match(ev.query)
+        out: list[SourceEvent] = []
+        m = _TRUNCATE.match(query)
         if m and not tx.skip:
-            yield from self._truncate(ev, m, tx)
-        yield from self._commit()
+            out += self._truncate(schema, m, tx)
+        return out + self._commit()
 
-    def _truncate(self, ev: Any, m: re.Match[str], tx: _Tx) -> Iterator[SourceEvent]:
+    def _truncate(self, schema_raw: Any, m: re.Match[str], tx: _Tx) -> list[SourceEvent]:
         first = (m.group(1) or "").replace("``", "`") or m.group(2)
         second = (m.group(3) or "").replace("``", "`") or m.group(4)
-        schema_raw = ev.schema.decode() if isinstance(ev.schema, bytes) else str(ev.schema)
-        table = TableId(first, second) if second else TableId(schema_raw, first)
+        default = schema_raw.decode() if isinstance(schema_raw, bytes) else str(schema_raw)
+        table = TableId(first, second) if second else TableId(default, first)
         schema = self._latest.get(table)
         if table not in self._tables or schema is None:
-            return
-        yield from self._open(tx)
+            return []
+        out = self._open(tx)
         tx.rows += 1
         pos = self.position()
-        yield ChangeRecord(Op.TRUNCATE, table, schema, None, None, pos, tx.xid, tx.time)
+        out.append(ChangeRecord(Op.TRUNCATE, table, schema, None, None, pos, tx.xid, tx.time))
+        return out
 
-    def _open(self, tx: _Tx) -> Iterator[SourceEvent]:
-        if not tx.begun:
-            tx.begun = True
-            if tx.gtid and self._gtid is not None:
-                self._gtid.add(tx.gtid)  # positions inside carry the state after this tx
-                tx.gtid = ""
-            yield TxBegin(tx.xid, tx.time, self.position())
+    def _open(self, tx: _Tx) -> list[SourceEvent]:
+        if tx.begun:
+            return []
+        tx.begun = True
+        if tx.gtid and self._gtid is not None:
+            self._gtid.add(tx.gtid)  # positions inside carry the state after this tx
+            tx.gtid = ""
+        return [TxBegin(tx.xid, tx.time, self.position())]
 
-    def _commit(self) -> Iterator[SourceEvent]:
+    def _commit(self) -> list[SourceEvent]:
         tx, self._tx = self._tx, None
         if tx is None:
-            yield Heartbeat(self.position())
-            return
+            return [Heartbeat(self.position())]
         if tx.gtid and self._gtid is not None:
             self._gtid.add(tx.gtid)
         end = self.position()
         if tx.begun:
-            yield TxCommit(tx.xid, tx.time, end, tx.rows)
-            return
+            return [TxCommit(tx.xid, tx.time, end, tx.rows)]
         now = time.monotonic()
         if not tx.skip and now - self._last_empty >= EMPTY_COMMIT_SECONDS:
             self._last_empty = now
-            yield TxBegin(tx.xid, tx.time, end)
-            yield TxCommit(tx.xid, tx.time, end, 0)
-        else:
-            yield Heartbeat(end)
+            return [TxBegin(tx.xid, tx.time, end), TxCommit(tx.xid, tx.time, end, 0)]
+        return [Heartbeat(end)]
 
     # -- rows -------------------------------------------------------------------------------
 
     def _version(self, tm: Any) -> _TableVersion:
-        v = self._versions.get(id(tm.table_obj))
-        if v is not None and v.table_obj is tm.table_obj:
-            return v
         table = TableId(tm.schema, tm.table)
         specs = specs_from_table_map(tm, self._json_for(table, tm))
         schema = build_schema(table, specs, key_from_table_map(tm))
@@ -233,39 +252,69 @@ class BinlogDecoder:
         return known[1]
 
     def _rows(self, ev: Any) -> Iterator[SourceEvent]:
+        bitmap2 = ev.columns_present_bitmap2 if type(ev) is UpdateRows else None
+        out = self.rows(
+            _KIND[type(ev)], ev.table_id, ev.number_of_columns, ev.columns_present_bitmap,
+            bitmap2, ev.body, ev.packet.log_pos,
+        )  # fmt: skip
+        if out:
+            yield from out
+
+    def rows(  # noqa: PLR0917 (the hot path: positional on purpose)
+        self,
+        kind: int,
+        table_id: int,
+        ncols: int,
+        bitmap: bytes,
+        bitmap2: bytes | None,
+        body: Callable[[], bytes],
+        log_pos: int,
+    ) -> list[SourceEvent] | None:
+        """A rows event: ``kind`` 0 write, 1 update, 2 delete; ``body()`` the row images."""
+        self.pos = log_pos
         tx = self._tx
-        tm = self._maps.get(ev.table_id)
+        tm = self._maps.get(table_id)
         if tm is None or tx is None or tx.skip:
-            return
-        v = self._version(tm)
+            return None
+        v = self._versions.get(id(tm.table_obj))
+        if v is None or v.table_obj is not tm.table_obj:
+            v = self._version(tm)
         dec, schema, table = v.decoder, v.schema, v.schema.table
-        if ev.number_of_columns != len(dec.specs) or _mask(ev.columns_present_bitmap) != (
-            dec.full_mask
-        ):
+        full = dec.full_mask
+        if ncols != len(dec.specs) or _mask(bitmap) != full:
             raise _not_full(table)
-        data = ev.body()
-        yield from self._open(tx)
-        pos = BinlogPosition(self.file, self.pos, self._gtid.text() if self._gtid else "")
+        if bitmap2 is not None and _mask(bitmap2) != full:
+            raise _not_full(table)
+        data = body()
+        pos: Position
+        if tx.begun:
+            out: list[SourceEvent] = []
+            pos = BinlogPosition(self.file, self.pos, self._gtid.text() if self._gtid else "")
+        else:
+            out = self._open(tx)
+            pos = cast(TxBegin, out[0]).final_position  # one position object for both
         xid, when = tx.xid, tx.time
-        if type(ev) is WriteRows:
-            out = [
+        n = len(out)
+        if kind == 0:
+            out += [
                 ChangeRecord(Op.INSERT, table, schema, None, r, pos, xid, when)
                 for r in dec.rows(data)
             ]
-        elif type(ev) is DeleteRows:
-            out = [
+        elif kind == 2:
+            out += [
                 ChangeRecord(Op.DELETE, table, schema, r, None, pos, xid, when)
                 for r in dec.rows(data)
             ]
         else:
-            if _mask(ev.columns_present_bitmap2) != dec.full_mask:
-                raise _not_full(table)
-            out = [
+            out += [
                 ChangeRecord(Op.UPDATE, table, schema, b, a, pos, xid, when)
                 for b, a in dec.pairs(data)
             ]
-        tx.rows += len(out)
-        yield from out
+        tx.rows += len(out) - n
+        return out
+
+
+_KIND: dict[type, int] = {WriteRows: 0, UpdateRows: 1, DeleteRows: 2}
 
 
 def _mask(bitmap: bytes) -> int:

@@ -17,12 +17,12 @@ class MariaGtidState:
 
     def seen(self, gtid: str) -> bool:
         """Whether ``gtid`` (d-s-n) is at or before this state in its domain."""
-        d, _, n = (int(x) for x in gtid.split("-"))
+        d, _, n = map(int, gtid.split("-"))  # per transaction: map() over a generator
         have = self.last.get(d)
         return have is not None and n <= have[1]
 
     def add(self, gtid: str) -> None:
-        d, s, n = (int(x) for x in gtid.split("-"))
+        d, s, n = map(int, gtid.split("-"))
         self.last[d] = (s, n)
         self._text = None
 

@@ -298,15 +298,24 @@ def reader(spec: ColumnSpec) -> Reader:
 
 
 class RowDecoder:
-    """Decodes the row images of one table-map version (FULL images only)."""
+    """Decodes the row images of one table-map version (FULL images only).
+
+    ``image`` is generated per table version: the column loop unrolled, common types read
+    inline (measured ~2x the closure-per-column loop on the bench table). On any exception it
+    re-reads the image with the generic loop (``_checked_image``), which raises exactly what
+    it always raised (RowLevelError naming the column).
+    """
 
     def __init__(self, table: TableId, specs: Sequence[ColumnSpec]) -> None:
         self.table, self.specs = table, tuple(specs)
         self._readers = tuple(reader(s) for s in specs)
         self._null_bytes = (len(specs) + 7) // 8
         self.full_mask = (1 << len(specs)) - 1
+        from cdc_sync.sources.mysql.rowgen import generate  # noqa: PLC0415 (rowgen uses us)
 
-    def image(self, d: bytes, o: int) -> tuple[Row, int]:
+        self.image = generate(self.specs, self._readers, self._checked_image)
+
+    def _checked_image(self, d: bytes, o: int) -> tuple[Row, int]:
         """One row image at offset ``o``: (values, offset after it)."""
         nb = self._null_bytes
         nulls = int.from_bytes(d[o : o + nb], "little")

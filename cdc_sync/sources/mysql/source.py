@@ -15,6 +15,7 @@ from cdc_sync.sources.mysql.decoder import BinlogDecoder
 from cdc_sync.sources.mysql.errors import RESNAPSHOT_HINT, classify
 from cdc_sync.sources.mysql.gtids import GtidState, MariaGtidState, MysqlGtidState
 from cdc_sync.sources.mysql.stream import open_reader
+from cdc_sync.sources.mysql.wire import BinlogWire
 
 _MODES = ("auto", "gtid", "file")
 
@@ -175,18 +176,19 @@ class MysqlCapture:
             heartbeat_seconds=self._heartbeat, start=start, by_gtid=by_gtid,
             mariadb=self._server().mariadb,
         )  # fmt: skip
-        feed = decoder.feed
         try:
-            while True:
-                try:
-                    ev = reader.fetchone()
-                except CdcSyncError:
-                    raise
-                except (pymysql.err.MySQLError, OSError) as e:
-                    raise classify(e, "binlog stream failed") from e
-                if ev is None:
+            try:
+                # The library connects, registers, sends the dump command and parses the
+                # first event (the fake ROTATE); then the wire layer reads the packets.
+                first = reader.fetchone()
+                if first is None:
                     raise classify(ConnectionError(), "binlog stream ended by the server")
-                yield from feed(ev, reader.log_file)
+                yield from decoder.feed(first, reader.log_file)
+                yield from BinlogWire(reader, decoder).events()
+            except CdcSyncError:
+                raise
+            except (pymysql.err.MySQLError, OSError) as e:
+                raise classify(e, "binlog stream failed") from e
         finally:
             # An abandoned or failed iteration must not leave a binlog dump thread open.
             if self._reader is reader:

@@ -12,7 +12,7 @@ from pymysqlreplication.event import GtidEvent, HeartbeatLogEvent, QueryEvent, R
 from cdc_sync.config.dsn import MysqlDsn
 from cdc_sync.errors import TransientError
 from cdc_sync.records import BinlogPosition, TableId
-from cdc_sync.sources.mysql import events, tablemap
+from cdc_sync.sources.mysql import events, tablemap, wire
 
 EVENTS = (
     QueryEvent, RotateEvent, GtidEvent, HeartbeatLogEvent, tablemap.CachedTableMapEvent,
@@ -36,11 +36,12 @@ def _connector(dsn: MysqlDsn) -> Any:
         nonlocal streams
         if "db" in kw:  # the library still passes PyMySQL's deprecated name (a warning)
             kw["database"] = kw.pop("db")
-        if kw.get("database") is None:  # the control connection asks for information_schema
-            streams += 1
-            if streams > 1:
-                raise TransientError("binlog connection lost; resuming from the checkpoint")
-        return pymysql.connect(**kw)
+        if kw.get("database") is not None:  # the control connection (information_schema)
+            return pymysql.connect(**kw)
+        streams += 1
+        if streams > 1:
+            raise TransientError("binlog connection lost; resuming from the checkpoint")
+        return wire.StreamConnection(**kw)
 
     return connect
 

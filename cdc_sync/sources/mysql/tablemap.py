@@ -57,6 +57,8 @@ class CachedTableMapEvent(TableMapEvent):  # type: ignore[misc]
         self, from_packet: Any, event_size: int, table_map: Any, ctl_connection: Any, **kw: Any
     ) -> None:
         raw = bytes(from_packet.packet.get_all_data()[_HEADER : _HEADER + event_size])
+        # The library's parse also depends on whether it strips a checksum: part of the key.
+        raw += b"\x01" if kw.get("use_checksum") else b"\x00"
         state = _cache.get(raw) if enabled["cache"] else None
         if state is None:
             stats["misses"] += 1
