@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import psycopg
+import pymysql
 import sqlalchemy as sa
 import sqlalchemy.exc
 
+from cdc_sync.checkpoint.store import CheckpointStore
 from cdc_sync.config.models import Config
 from cdc_sync.errors import CdcSyncError
 from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.wiring import build_source, table_map, target_engine
 
 # What a check may meet while probing servers; reported as problems, never raised.
-_PROBE_ERRORS = (CdcSyncError, psycopg.Error, sqlalchemy.exc.SQLAlchemyError, OSError)
+_PROBE_ERRORS = (
+    CdcSyncError,
+    psycopg.Error,
+    pymysql.err.MySQLError,
+    sqlalchemy.exc.SQLAlchemyError,
+    OSError,
+)
 
 
 def _source_problems(config: Config, name: str) -> list[str]:
@@ -103,5 +111,32 @@ def _target_problems(config: Config, name: str) -> list[str]:
     return problems
 
 
+def _checkpoint_problems(config: Config, name: str) -> list[str]:
+    """Whether the source still holds what the stored checkpoint needs (a binlog purged past
+    it, say): found by ``check`` before ``run`` would refuse to start."""
+    state_schema = config.targets[config.pipelines[name].target].state_schema
+    engine = target_engine(config, name)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("cdc_sync_checkpoints", schema=state_schema):
+                return []
+            cp = CheckpointStore(name, schema=state_schema).load(conn)
+    except _PROBE_ERRORS:
+        return []  # the target's own problems are reported by _target_problems
+    finally:
+        engine.dispose()
+    if cp is None:
+        return []
+    source = build_source(config, name)
+    probe = getattr(source, "checkpoint_problems", None)
+    try:
+        return [f"source: {p}" for p in probe(cp.position)] if probe else []
+    except _PROBE_ERRORS as e:
+        return [f"source: {classify(e, 'cannot check the checkpoint')}"]
+    finally:
+        source.close()
+
+
 def check_pipeline(config: Config, name: str) -> list[str]:
-    return _source_problems(config, name) + _target_problems(config, name)
+    out = _source_problems(config, name) + _target_problems(config, name)
+    return out + _checkpoint_problems(config, name)

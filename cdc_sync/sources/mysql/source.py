@@ -137,7 +137,8 @@ class MysqlCapture:
         pos = _as_binlog(position, "the checkpoint")
         assert pos is not None
         try:
-            return admin.checkpoint_problems(self._catalog(), self._server(), pos, self._by_gtid())
+            found = admin.checkpoint_problems(self._catalog(), self._server(), pos, self._by_gtid())
+            return [f"{p}; {RESNAPSHOT_HINT}" for p in found]
         except pymysql.err.MySQLError as e:
             raise classify(e, "cannot list the source's binlogs") from e
 
@@ -159,9 +160,7 @@ class MysqlCapture:
         else:
             problems = self.checkpoint_problems(resume)
             if problems:
-                raise PermanentError(
-                    f"cannot resume from {resume}: {'; '.join(problems)}; {RESNAPSHOT_HINT}"
-                )
+                raise PermanentError(f"cannot resume from {resume}: {'; '.join(problems)}")
             start = resume
             if by_gtid and not resume.gtid:
                 start = self._gtid_at(resume)
