@@ -19,14 +19,13 @@ from typing import Any
 import psycopg
 import pymysql
 
-from bench.daemon import Daemon
-from bench.env import PIPELINE, TABLE
+from bench.env import PIPELINE, TABLE, BenchEnv
 from bench.lag import Probe, percentiles
 from bench.report import RESULTS, Result
 from bench.verify import Check, audit_check, audit_counts
 from bench.workload import Backlog, BacklogSpec
 from cdc_sync.testing.myserver import MyServer, running_mariadb
-from cdc_sync.testing.pgserver import PgServer, running_pg
+from cdc_sync.testing.pgserver import running_pg
 
 MY_DDL = f"""
 CREATE TABLE {TABLE} (
@@ -59,20 +58,8 @@ logging: {{level: INFO, format: json}}
 
 
 @dataclass
-class MyBenchEnv:
-    source: MyServer
-    target: PgServer
-    source_dsn: str
-    target_dsn: str
-    config: Path
-    env: dict[str, str]
-    logs: Path
-    audit: str
-
-    def daemon(self, step: str) -> Daemon:
-        log = self.logs.with_name(f"{self.logs.name}-{step}.log")
-        log.unlink(missing_ok=True)
-        return Daemon(self.config, self.env, log)
+class MyBenchEnv(BenchEnv):
+    source: MyServer  # type: ignore[assignment]  # the one field that differs
 
 
 @contextlib.contextmanager

@@ -32,7 +32,40 @@ logging: {{level: {level}, format: json}}
 """
 
 
-class Setup:
+class Cli:
+    """The daemon CLI on ``self.config`` with ``self.env``; run stderr goes to ``self.log``."""
+
+    config: Path
+    env: dict[str, str]
+    log: Path
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cdc_sync", *args, "-c", str(self.config)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def drain(self) -> subprocess.CompletedProcess[str]:
+        res = self.cli("run", "--until-caught-up")
+        with self.log.open("a") as f:
+            f.write(res.stderr)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return res
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as f:
+            return subprocess.Popen(
+                [sys.executable, "-m", "cdc_sync", "run", "-c", str(self.config)],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=f,
+            )
+
+
+class Setup(Cli):
     """One pipeline between a source and a target database, driven through the CLI."""
 
     def __init__(
@@ -70,31 +103,6 @@ class Setup:
         self.source_dsn, self.target_dsn = source_dsn, target_dsn
         self.env = {**os.environ, "SRC_DSN": source_dsn, "TGT_DSN": target_dsn}
         self.log = tmp / f"{pipeline}.log"
-
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "cdc_sync", *args, "-c", str(self.config)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def drain(self) -> subprocess.CompletedProcess[str]:
-        res = self.cli("run", "--until-caught-up")
-        with self.log.open("a") as f:
-            f.write(res.stderr)
-        assert res.returncode == 0, res.stderr[-3000:]
-        return res
-
-    def start(self) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as f:
-            return subprocess.Popen(
-                [sys.executable, "-m", "cdc_sync", "run", "-c", str(self.config)],
-                env=self.env,
-                stdout=subprocess.DEVNULL,
-                stderr=f,
-            )
 
 
 def sql(dsn: str, *statements: str) -> None:

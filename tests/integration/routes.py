@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +12,8 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pymysql
+
+from tests.integration.harness import Cli
 
 CONFIG = """
 sources:
@@ -37,7 +37,7 @@ def kind(dsn: str) -> str:
     return "mysql" if dsn.startswith("mysql") else "postgres"
 
 
-class Route:
+class Route(Cli):
     """One pipeline from ``source_dsn`` to ``target_dsn`` (either engine), run through the CLI."""
 
     def __init__(
@@ -77,31 +77,6 @@ class Route:
         self.source_dsn, self.target_dsn = source_dsn, target_dsn
         self.env = {**os.environ, "SRC_DSN": source_dsn, "TGT_DSN": target_dsn}
         self.log = tmp / f"{pipeline}.log"
-
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "cdc_sync", *args, "-c", str(self.config)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def drain(self) -> subprocess.CompletedProcess[str]:
-        res = self.cli("run", "--until-caught-up")
-        with self.log.open("a") as f:
-            f.write(res.stderr)
-        assert res.returncode == 0, res.stderr[-3000:]
-        return res
-
-    def start(self) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as f:
-            return subprocess.Popen(
-                [sys.executable, "-m", "cdc_sync", "run", "-c", str(self.config)],
-                env=self.env,
-                stdout=subprocess.DEVNULL,
-                stderr=f,
-            )
 
 
 def my_connect(dsn: str) -> pymysql.connections.Connection:
