@@ -9,7 +9,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from cdc_sync.errors import PermanentError, RowLevelError
+from cdc_sync.errors import PermanentError, RowLevelError, TransientError
 from cdc_sync.records import (
     UNCHANGED,
     ChangeRecord,
@@ -260,3 +260,36 @@ def test_failure_inside_a_pipelined_run_names_its_table(engine: sa.Engine, targe
     msg = str(ei.value)
     assert "public.other_docs" in msg and "public.docs," not in msg and "taken" not in msg
     assert content(target_dsn) == []  # the whole transaction rolled back
+
+
+def test_insert_runs_go_by_copy_and_fall_back_to_upsert(engine: sa.Engine, target_dsn: str) -> None:
+    """Inserts-only runs use COPY when none of their keys exists yet; a run meeting an existing
+    key (rows the target got from elsewhere, or a re-applied batch) upserts instead."""
+    sink = SqlSink()
+    apply(engine, [ins(i, f"b{i}") for i in range(1, 61)], sink)
+    assert sink._writer.copied_rows == 60
+    apply(engine, [ins(i, f"again{i}", 1) for i in range(50, 120)], sink)  # 50..60 exist
+    assert sink._writer.copied_rows == 60
+    assert content(target_dsn) == [(i, f"b{i}", None) for i in range(1, 50)] + [
+        (i, f"again{i}", 1) for i in range(50, 120)
+    ]
+    apply(engine, [ins(i, "small") for i in range(200, 210)], sink)  # too few for COPY
+    assert sink._writer.copied_rows == 60
+
+
+def test_copy_meeting_another_unique_index_does_not_loop(
+    engine: sa.Engine, target_dsn: str
+) -> None:
+    """A COPY failing on a unique index other than the key: retried once as upserts (which
+    then name the real problem), never COPY again in a loop."""
+    with psycopg.connect(target_dsn, autocommit=True) as c:
+        c.execute("CREATE UNIQUE INDEX docs_body ON docs (body)")
+        c.execute("INSERT INTO docs VALUES (1000, 'taken', NULL)")
+    sink = SqlSink()
+    rows = [ins(i, "taken" if i == 30 else f"b{i}") for i in range(1, 61)]
+    with pytest.raises(TransientError, match="retrying with upserts"):
+        apply(engine, rows, sink)
+    with pytest.raises(RowLevelError, match=r"public\.docs") as ei:
+        apply(engine, rows)  # a new sink, as the runtime's retry makes
+    assert "taken" not in str(ei.value)
+    assert sink._writer.copied_rows == 0

@@ -196,10 +196,16 @@ def engine(target_dsn: str) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
-@pytest.mark.parametrize("arrays", [True, False], ids=["values-path", "unnest-path"])
-def test_every_kind_round_trips_exactly(engine: sa.Engine, target_dsn: str, arrays: bool) -> None:
-    # With an array column the sink sends VALUES lists, without one unnest() of arrays:
-    # both paths must be exact.
+@pytest.mark.parametrize(
+    ("arrays", "many"),
+    [(True, False), (False, False), (False, True)],
+    ids=["values-path", "unnest-path", "copy-path"],
+)
+def test_every_kind_round_trips_exactly(
+    engine: sa.Engine, target_dsn: str, arrays: bool, many: bool
+) -> None:
+    # With an array column the sink sends VALUES lists, without one unnest() of arrays, and
+    # a run of many inserts goes by COPY: every path must be exact.
     spec = SPEC if arrays else [s for s in SPEC if not s[1].array_dims]
     schema = TableSchema(
         SRC, tuple(c for c in SCHEMA.columns if c.name in {s[0] for s in spec}), ("id",)
@@ -215,16 +221,20 @@ def test_every_kind_round_trips_exactly(engine: sa.Engine, target_dsn: str, arra
     target = TableId("public", "copy")
     full = tuple(v for _, _, _, v, _ in spec)
     nulls = tuple(2 if n == "id" else "x" if n == "vc" else None for n, *_ in spec)
+    filler = [
+        tuple(1000 + k if n == "id" else f"f{k}" if n == "vc" else None for n, *_ in spec)
+        for k in range(60 if many else 0)
+    ]
     with engine.connect() as conn:
         sink.ensure_table(conn, schema, target)
         sink.apply(
             conn,
-            [
-                (rec(Op.INSERT, full, schema=schema), target),
-                (rec(Op.INSERT, nulls, schema=schema), target),
-            ],
+            [(rec(Op.INSERT, row, schema=schema), target) for row in (full, nulls, *filler)],
         )
         conn.commit()
+    assert sink._writer.copied_rows == (62 if many else 0)
+    with psycopg.connect(target_dsn, autocommit=True) as c:
+        c.execute("DELETE FROM copy WHERE id >= 1000")
     assert column_types(target_dsn, "copy") == column_types(target_dsn, "ref")
     assert texts(target_dsn, "copy") == texts(target_dsn, "ref")
     # and read back as Python values: the canonical ones (NaN compared as text)

@@ -34,6 +34,7 @@ class Group:
     unchanged: tuple[int, ...] = ()  # column indexes whose value is UNCHANGED (UPDATE/REKEY)
     rows: dict[object, Row] = field(default_factory=dict)
     old_key: tuple[object, ...] | None = None
+    inserts_only: bool = True  # UPSERT: every row came from a source INSERT
 
 
 KeyOf = Callable[[Row], tuple[object, ...]]
@@ -68,6 +69,7 @@ def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
         value: Row,
         *,
         unchanged: tuple[int, ...] = (),
+        insert: bool = False,
     ) -> Group:
         nonlocal cur
         c = cur
@@ -82,6 +84,8 @@ def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
         ):
             c = cur = Group(kind, target, schema, unchanged)
             groups.append(c)
+        if not insert:
+            c.inserts_only = False
         rows = c.rows
         if key in rows:
             # Re-insert so the dict's order is the order of the last occurrence.
@@ -115,7 +119,7 @@ def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
             key = key_of(row)
             hkey = key if hashable else repr(key)
             if op is Op.INSERT:
-                add(Kind.UPSERT, target, schema, hkey, row)
+                add(Kind.UPSERT, target, schema, hkey, row, insert=True)
                 continue
             unchanged = _unchanged(row) if UNCHANGED in row else ()
             before = rec.before

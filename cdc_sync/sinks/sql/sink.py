@@ -119,7 +119,10 @@ class SqlSink:
             # Runs of upserts and deletes go out in pipeline mode: the server executes one
             # chunk while the next is being encoded here, instead of in turn. Other groups
             # look at their statement's row count, so they go one by one.
-            for pipelined, members in groupby(groups, key=lambda g: g.kind in _PIPELINED):
+            # COPY groups go on their own: COPY cannot run in pipeline mode.
+            writer = self._writer
+            pipelined_kind = lambda g: g.kind in _PIPELINED and not writer.copyable(g)  # noqa: E731
+            for pipelined, members in groupby(groups, key=pipelined_kind):
                 run = list(members)
                 group = run[0]
                 try:
