@@ -88,7 +88,6 @@ def _build(schema: str | None) -> sa.MetaData:
         sa.Column("detail", _JSON_DETAIL, nullable=True),
         sa.Index("ix_cdc_sync_audit_applied_at", "applied_at", postgresql_using="brin"),
         sa.Index("ix_cdc_sync_audit_table_pk", "target_table", "pk", mysql_length={"pk": 255}),
-        sa.Index("ix_cdc_sync_audit_pipeline_id", "pipeline", "id"),
     )
     return metadata
 
