@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import cast
 
@@ -30,6 +30,23 @@ def _inline(i: int, spec: ColumnSpec, env: dict[str, object]) -> list[str] | Non
         return [f"n = {length}", f"v{i} = d[o + {p} : o + {p} + n].decode(e{i})", f"o += {p} + n"]
     if t == ct.NEWDECIMAL and spec.precision >= 1:
         return _inline_decimal(i, spec.precision, spec.decimals, env)
+    if t == ct.TIMESTAMP2 and 0 <= spec.decimals <= 6:
+        n = _FSP_BYTES[spec.decimals]
+        env["fromtimestamp"], env["UTC"] = datetime.fromtimestamp, UTC
+        env["ZeroDateError"] = ZeroDateError
+        us = "0"
+        if n:
+            mult = (10_000, 100, 1)[n - 1]
+            us = f"int.from_bytes(d[o + 4 : o + {4 + n}], 'big') * {mult}"
+        return [
+            "secs = int.from_bytes(d[o : o + 4], 'big')",
+            f"us = {us}",
+            "if not (secs or us):",
+            "    raise ZeroDateError",
+            # The binlog holds the instant as UTC seconds, whatever the writer's time_zone.
+            f"v{i} = fromtimestamp(secs, UTC).replace(microsecond=us)",
+            f"o += {4 + n}",
+        ]
     if t == ct.DATETIME2 and 0 <= spec.decimals <= 6:
         n = _FSP_BYTES[spec.decimals]
         env["datetime"], env["ZeroDateError"] = datetime, ZeroDateError
