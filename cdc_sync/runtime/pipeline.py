@@ -180,11 +180,12 @@ class PipelineLoop:
                 # row that needs the new column is written.
                 self._widen(rec.schema, target)
             self._schemas[rec.table] = rec.schema
+        # Counted before the skip below too: a skipped TRUNCATE still writes an audit row.
+        self._tx_changes += 1
         if rec.op is Op.TRUNCATE and not self._truncate.get(rec.table, True):
             self.audit.add(rec, target, outcome="skipped")
             return
         self._pending.append((rec, target))
-        self._tx_changes += 1
         self.audit.add(rec, target)
         if len(self._pending) >= self.cfg.batch.flush_rows:
             # A big source transaction streams into the open target transaction in chunks
