@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
         ({"binlog_row_metadata": "MINIMAL"}, "binlog_row_metadata"),
         ({"binlog_format": "STATEMENT"}, "SET GLOBAL binlog_format = 'ROW'"),
         ({"binlog_checksum": "NONE"}, "binlog_checksum = CRC32"),
+        ({"log_bin_compress": "ON"}, "log_bin_compress = OFF"),
     ],
 )
 def test_check_names_the_fix(

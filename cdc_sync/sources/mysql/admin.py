@@ -166,7 +166,20 @@ def settings_problems(conn: Any, info: ServerInfo, server_id: int, mode: str) ->
         want = "ROW" if name == "binlog_format" else "FULL"
         fix = f"SET GLOBAL {name} = '{want}'; and in my.cnf {name} = {want}"
         out += _setting(v, name, want, fix)
-    checksum = variables(conn, "binlog_checksum").get("binlog_checksum", "CRC32").upper()
+    extra = variables(conn, "binlog_checksum", "log_bin_compress", "binlog_row_value_options")
+    # Compressed (MariaDB) and partial-JSON (MySQL) row events are types this reader does not
+    # decode: refused up front, because a row event we cannot read must never be skipped.
+    if extra.get("log_bin_compress", "OFF").upper() == "ON":
+        out.append(
+            "log_bin_compress is ON (compressed row events cannot be read); fix: SET GLOBAL "
+            "log_bin_compress = OFF; and in my.cnf log_bin_compress = OFF"
+        )
+    if "PARTIAL_JSON" in extra.get("binlog_row_value_options", "").upper():
+        out.append(
+            "binlog_row_value_options is PARTIAL_JSON (JSON updates logged as diffs); fix: "
+            "SET GLOBAL binlog_row_value_options = ''; and in my.cnf binlog_row_value_options ="
+        )
+    checksum = extra.get("binlog_checksum", "CRC32").upper()
     if checksum != "CRC32":
         # python-mysql-replication 1.0.17 mis-reads table maps without a checksum (the key
         # columns are lost); refusing is better than replicating with a wrong key.
