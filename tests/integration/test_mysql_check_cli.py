@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cdc_sync.testing.myserver import running_mariadb
+from cdc_sync.testing.myserver import MyServer, running_mariadb
 from tests.integration.routes import Route, execute
 
 pytestmark = pytest.mark.integration
@@ -49,3 +49,23 @@ def test_check_passes_and_names_missing_table(tmp_path: Path, my_source_dsn: str
                 pipeline="bad")  # fmt: skip
     res = bad.cli("check")
     assert res.returncode != 0 and f"{db}.nope" in res.stdout + res.stderr
+
+
+def test_compressed_events_stop_the_stream(
+    tmp_path: Path, my_private_server: MyServer, target_dsn: str
+) -> None:
+    """Turned on and off again while the daemon was away: the compressed row events left in
+    the binlog are refused with a clear message, never skipped."""
+    dsn = my_private_server.create_database("cz")
+    execute(dsn, "CREATE TABLE calls (id int PRIMARY KEY, outcome text)")
+    r = Route(tmp_path, dsn, target_dsn, {"cz.calls": "public.calls"})
+    r.drain()
+    execute(
+        dsn,
+        "SET GLOBAL log_bin_compress = ON",
+        f"INSERT INTO calls VALUES (1, '{'x' * 2000}')",
+        "SET GLOBAL log_bin_compress = OFF",
+    )
+    run = r.cli("run", "--until-caught-up")
+    assert run.returncode == 1
+    assert "compressed (log_bin_compress = ON) event" in run.stderr, run.stderr[-2000:]

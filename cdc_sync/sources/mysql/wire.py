@@ -36,7 +36,7 @@ import pymysql
 from pymysql.protocol import MysqlPacket
 from pymysqlreplication.constants import BINLOG
 
-from cdc_sync.errors import TransientError
+from cdc_sync.errors import PermanentError, TransientError
 from cdc_sync.records import SourceEvent
 from cdc_sync.sources.mysql import tablemap
 from cdc_sync.sources.mysql.decoder import BinlogDecoder
@@ -62,6 +62,13 @@ _MARIADB_GTID = BINLOG.MARIADB_GTID_EVENT
 _MYSQL_GTID = BINLOG.GTID_LOG_EVENT
 _FORMAT_DESCRIPTION = BINLOG.FORMAT_DESCRIPTION_EVENT
 _FAST = frozenset({*_ROWS_KIND, _TABLE_MAP, _XID, _QUERY, _MARIADB_GTID, _MYSQL_GTID})
+# Events this reader cannot decode and the library would silently filter out: MariaDB's
+# compressed query / rows events (log_bin_compress) and MySQL's partial JSON updates. A row
+# change must never be skipped, so meeting one stops the stream (check refuses the settings).
+_UNREADABLE = {
+    **{t: "compressed (log_bin_compress = ON)" for t in range(165, 172)},
+    BINLOG.PARTIAL_UPDATE_ROWS_EVENT: "partial JSON update (binlog_row_value_options)",
+}
 _KNOWN_POST_HEADER = {_QUERY: 13, **dict.fromkeys(_ROWS_KIND, 8), **dict.fromkeys(_ROWS_V2, 10)}
 _NOT_OURS = object()  # a cached table map of a table we do not capture
 
@@ -229,6 +236,12 @@ class BinlogWire:
                 continue  # an OK packet without an event: the library skips these too
             ts, etype, server_id, size, log_pos, _ = header(buf, s + 1)
             checksum = self.checksum
+            if etype in _UNREADABLE:
+                raise PermanentError(
+                    f"binlog event at {reader.log_file}:{log_pos} is a {_UNREADABLE[etype]} "
+                    "event, which cdc-sync cannot decode; turn the setting off on the source "
+                    "and re-snapshot the tables written since it was on"
+                )
             if etype not in _FAST or checksum is None:
                 yield from self._library(bytes(buf[s:e]))
                 continue
