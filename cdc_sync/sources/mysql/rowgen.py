@@ -10,7 +10,7 @@ from typing import cast
 from cdc_sync.records import Row
 from cdc_sync.sources.mysql import columns as ct
 from cdc_sync.sources.mysql.columns import ColumnSpec
-from cdc_sync.sources.mysql.rows import _DIG2BYTES, _FSP_BYTES, _INT_STRUCTS, ZeroDateError
+from cdc_sync.sources.mysql.rows import _FSP_BYTES, _INT_STRUCTS, ZeroDateError, decimal_layout
 
 Image = Callable[[bytes, int], tuple[Row, int]]
 
@@ -71,16 +71,8 @@ def _inline(i: int, spec: ColumnSpec, env: dict[str, object]) -> list[str] | Non
 
 def _inline_decimal(i: int, precision: int, scale: int, env: dict[str, object]) -> list[str]:
     """:func:`decimal_reader` unrolled for one (precision, scale): same layout, same text."""
-    integral = precision - scale
-    int_layout = [(_DIG2BYTES[integral % 9], integral % 9)] * bool(integral % 9)
-    int_layout += [(4, 9)] * (integral // 9)
-    frac_layout = [(4, 9)] * (scale // 9) + [(_DIG2BYTES[scale % 9], scale % 9)] * bool(scale % 9)
-    size = sum(n for n, _ in int_layout + frac_layout)
+    size, int_groups, frac_groups = decimal_layout(precision, scale)
     top, ones = 1 << (8 * size - 1), (1 << (8 * size)) - 1
-    shift, groups = 8 * size, []
-    for n, digits in int_layout + frac_layout:
-        shift -= 8 * n
-        groups.append((shift, (1 << (8 * n)) - 1, 10**digits))
 
     def fold(part: list[tuple[int, int, int]]) -> str:
         expr = "0"
@@ -89,7 +81,7 @@ def _inline_decimal(i: int, precision: int, scale: int, env: dict[str, object]) 
         return expr
 
     env["Decimal"] = Decimal
-    iv, fv = fold(groups[: len(int_layout)]), fold(groups[len(int_layout) :])
+    iv, fv = fold(int_groups), fold(frac_groups)
     text = f"f'{{sign}}{{{iv}}}.{{{fv}:0{scale}d}}'" if scale else f"f'{{sign}}{{{iv}}}'"
     return [
         f"x = int.from_bytes(d[o : o + {size}], 'big')",

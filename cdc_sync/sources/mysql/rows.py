@@ -68,21 +68,30 @@ def _string(prefix: int, encoding: str | None, pad_to: int = 0) -> Reader:
     return read
 
 
-def decimal_reader(precision: int, scale: int) -> Reader:
+Group = tuple[int, int, int]  # (shift, mask, 10**digits) of one base-10^9 digit group
+
+
+def decimal_layout(precision: int, scale: int) -> tuple[int, list[Group], list[Group]]:
     """MySQL's binary DECIMAL: big-endian base-10^9 groups (a shorter leading / trailing one),
-    sign in the top bit, negatives stored as the one's complement."""
+    sign in the top bit, negatives stored as the one's complement. Returns the byte size and
+    the integral and fractional groups, most significant first."""
     integral = precision - scale
     int_layout = [(_DIG2BYTES[integral % 9], integral % 9)] * bool(integral % 9)
     int_layout += [(4, 9)] * (integral // 9)
     frac_layout = [(4, 9)] * (scale // 9) + [(_DIG2BYTES[scale % 9], scale % 9)] * bool(scale % 9)
     size = sum(n for n, _ in int_layout + frac_layout)
-    top, ones = 1 << (8 * size - 1), (1 << (8 * size)) - 1
-    groups: list[tuple[int, int, int]] = []  # (shift, mask, 10**digits), most significant first
+    groups: list[Group] = []
     shift = 8 * size
     for n, digits in int_layout + frac_layout:
         shift -= 8 * n
         groups.append((shift, (1 << (8 * n)) - 1, 10**digits))
-    int_groups, frac_groups = groups[: len(int_layout)], groups[len(int_layout) :]
+    return size, groups[: len(int_layout)], groups[len(int_layout) :]
+
+
+def decimal_reader(precision: int, scale: int) -> Reader:
+    """Reads one DECIMAL(precision, scale) value (layout: :func:`decimal_layout`)."""
+    size, int_groups, frac_groups = decimal_layout(precision, scale)
+    top, ones = 1 << (8 * size - 1), (1 << (8 * size)) - 1
 
     def read(d: bytes, o: int) -> tuple[object, int]:
         v = int.from_bytes(d[o : o + size], "big")
