@@ -32,12 +32,33 @@ logging: {{level: {level}, format: json}}
 """
 
 
+def table_lines(tables: dict[str, str | None]) -> str:
+    """The ``tables:`` entries of a pipeline (indented for the CONFIG templates)."""
+    return "\n".join(
+        f"      {t}: {{target: {tgt}}}" if tgt else f"      {t}: {{}}" for t, tgt in tables.items()
+    )
+
+
 class Cli:
     """The daemon CLI on ``self.config`` with ``self.env``; run stderr goes to ``self.log``."""
 
     config: Path
     env: dict[str, str]
     log: Path
+    pipeline: str
+    source_dsn: str
+    target_dsn: str
+
+    def _configure(
+        self, tmp: Path, pipeline: str, text: str, source_dsn: str, target_dsn: str
+    ) -> None:
+        """Write the pipeline's config; the DSNs reach it through SRC_DSN / TGT_DSN."""
+        self.config = tmp / f"{pipeline}.yaml"
+        self.config.write_text(text)
+        self.pipeline = pipeline
+        self.source_dsn, self.target_dsn = source_dsn, target_dsn
+        self.env = {**os.environ, "SRC_DSN": source_dsn, "TGT_DSN": target_dsn}
+        self.log = tmp / f"{pipeline}.log"
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -83,26 +104,16 @@ class Setup(Cli):
     ) -> None:
         # Slots are per cluster: name the pipeline after the (per-test) source database.
         pipeline = pipeline or "p_" + source_dsn.rsplit("/", 1)[-1]
-        lines = [
-            f"      {t}: {{target: {tgt}}}" if tgt else f"      {t}: {{}}"
-            for t, tgt in tables.items()
-        ]
-        self.config = tmp / f"{pipeline}.yaml"
-        self.config.write_text(
-            CONFIG.format(
-                pipeline=pipeline,
-                audit=audit,
-                max_rows=max_rows,
-                max_seconds=max_seconds,
-                flush_rows=flush_rows,
-                tables="\n".join(lines),
-                level=level,
-            )
+        text = CONFIG.format(
+            pipeline=pipeline,
+            audit=audit,
+            max_rows=max_rows,
+            max_seconds=max_seconds,
+            flush_rows=flush_rows,
+            tables=table_lines(tables),
+            level=level,
         )
-        self.pipeline = pipeline
-        self.source_dsn, self.target_dsn = source_dsn, target_dsn
-        self.env = {**os.environ, "SRC_DSN": source_dsn, "TGT_DSN": target_dsn}
-        self.log = tmp / f"{pipeline}.log"
+        self._configure(tmp, pipeline, text, source_dsn, target_dsn)
 
 
 def sql(dsn: str, *statements: str) -> None:

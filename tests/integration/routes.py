@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +12,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pymysql
 
-from tests.integration.harness import Cli
+from tests.integration.harness import Cli, table_lines
 
 CONFIG = """
 sources:
@@ -56,27 +55,17 @@ class Route(Cli):
         if stype == "mysql" and "server_id" not in source_extra:
             # Unique per source database: tests share a server, the server_id must differ.
             source_extra += f", server_id: {1000 + abs(hash(source_dsn)) % 100000}"
-        lines = [
-            f"      {t}: {{target: {tgt}}}" if tgt else f"      {t}: {{}}"
-            for t, tgt in tables.items()
-        ]
-        self.config = tmp / f"{pipeline}.yaml"
-        self.config.write_text(
-            CONFIG.format(
-                stype=stype,
-                ttype=ttype,
-                sextra=source_extra,
-                pipeline=pipeline,
-                max_rows=max_rows,
-                max_seconds=max_seconds,
-                flush_rows=flush_rows,
-                tables="\n".join(lines),
-            )
+        text = CONFIG.format(
+            stype=stype,
+            ttype=ttype,
+            sextra=source_extra,
+            pipeline=pipeline,
+            max_rows=max_rows,
+            max_seconds=max_seconds,
+            flush_rows=flush_rows,
+            tables=table_lines(tables),
         )
-        self.pipeline = pipeline
-        self.source_dsn, self.target_dsn = source_dsn, target_dsn
-        self.env = {**os.environ, "SRC_DSN": source_dsn, "TGT_DSN": target_dsn}
-        self.log = tmp / f"{pipeline}.log"
+        self._configure(tmp, pipeline, text, source_dsn, target_dsn)
 
 
 def my_connect(dsn: str) -> pymysql.connections.Connection:

@@ -60,11 +60,12 @@ MY_ROWS: list[tuple[Any, ...]] = [
 ]  # fmt: skip
 
 
-def _my_source(dsn: str) -> None:
-    execute(dsn, MY_TYPED)
+def _write_my_rows(dsn: str) -> None:
+    """Every row of the matrix, then updates and a delete (see ``_changes``)."""
     marks = ", ".join(["%s"] * 34)
     for row in MY_ROWS:
         execute(dsn, f"INSERT INTO typed ({MY_COLS}) VALUES ({marks})", params=row)
+    _changes(dsn)
 
 
 def _bits(v: Any) -> int | None:
@@ -98,10 +99,7 @@ def test_mysql_to_pg_types(tmp_path: Path, my_source_dsn: str, target_dsn: str) 
     execute(my_source_dsn, MY_TYPED)
     r = Route(tmp_path, my_source_dsn, target_dsn, {f"{db}.typed": "public.typed"})
     r.drain()  # creates the target table, stores the start position
-    for row in MY_ROWS:
-        execute(my_source_dsn, f"INSERT INTO typed ({MY_COLS}) VALUES ({', '.join(['%s'] * 34)})",
-                params=row)  # fmt: skip
-    _changes(my_source_dsn)
+    _write_my_rows(my_source_dsn)
     r.drain()
     src = [_my_expected(x) for x in fetch(my_source_dsn, "typed", MY_COLS)]
     got = []
@@ -122,10 +120,7 @@ def test_mysql_to_mysql_types(tmp_path: Path, my_source_dsn: str, my_target_dsn:
     execute(my_source_dsn, MY_TYPED)
     r = Route(tmp_path, my_source_dsn, my_target_dsn, {f"{db}.typed": f"{tdb}.typed"})
     r.drain()
-    for row in MY_ROWS:
-        execute(my_source_dsn, f"INSERT INTO typed ({MY_COLS}) VALUES ({', '.join(['%s'] * 34)})",
-                params=row)  # fmt: skip
-    _changes(my_source_dsn)
+    _write_my_rows(my_source_dsn)
     r.drain()
     src = [_my_expected(x) for x in fetch(my_source_dsn, "typed", MY_COLS)]
     got = [_my_expected(x) for x in fetch(my_target_dsn, "typed", MY_COLS)]
