@@ -7,7 +7,6 @@ import hashlib
 import os
 import random
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from bench.env import PIPELINE, TABLE, BenchEnv
 from bench.lag import Probe, percentiles
 from bench.report import RESULTS, Result
 from bench.verify import Check, audit_check, audit_counts
-from bench.workload import Backlog, BacklogSpec
+from bench.workload import Backlog, BacklogSpec, PacedWriter
 from cdc_sync.testing.myserver import MyServer, running_mariadb
 from cdc_sync.testing.pgserver import running_pg
 
@@ -189,25 +188,14 @@ def mysql_drain(opts: Any, drain_figures: Any) -> Result:
     return r
 
 
-class MyPacedWriter(threading.Thread):
-    """``tx_rows`` inserts into MariaDB every ``tx_rows / rate`` s; ``commits`` keeps (last id
-    of the transaction, wall-clock time its COMMIT returned), as the PG writer does."""
+class MyPacedWriter(PacedWriter):
+    """The PG paced writer's schedule and bookkeeping, writing to MariaDB instead."""
 
     def __init__(
         self, server: MyServer, rate: float, tx_rows: int, duration: float, first_id: int
     ) -> None:
-        super().__init__(daemon=True, name="my-paced-writer")
-        self.server, self.rate, self.tx_rows = server, rate, tx_rows
-        self.duration, self.first_id = duration, first_id
-        self.commits: list[tuple[int, float]] = []
-        self.errors: list[BaseException] = []
-        self.seconds = 0.0
-
-    def run(self) -> None:
-        try:
-            self._write()
-        except BaseException as e:  # reported by the caller
-            self.errors.append(e)
+        super().__init__(server.dsn("crm"), rate, tx_rows, duration, first_id)
+        self.server = server
 
     def _write(self) -> None:
         interval = self.tx_rows / self.rate
@@ -228,10 +216,6 @@ class MyPacedWriter(threading.Thread):
                 self.commits.append((ids[-1], time.time()))
                 next_id, k = ids[-1] + 1, k + 1
             self.seconds = time.monotonic() - t0
-
-    @property
-    def rows(self) -> int:
-        return len(self.commits) * self.tx_rows
 
 
 def mysql_live(opts: Any, daemon_figures: Any) -> Result:
