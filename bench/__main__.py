@@ -53,6 +53,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE,...",
         help="pipeline batch settings, e.g. max_seconds=0.05,max_rows=5000",
     )
+    p.add_argument(
+        "--rules", action="store_true", help="drain: with the example rule set (bench/env.py)"
+    )
     p.add_argument("--rounds", type=int, default=2, help="compare: alternating runs of each")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per daemon run")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of markdown")
@@ -89,6 +92,7 @@ def options(args: argparse.Namespace) -> Options:
         timeout=args.timeout,
         batch=args.batch,
         rounds=args.rounds,
+        rules=args.rules,
     )
 
 
@@ -105,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "audit": args.audit,
         "scale": args.scale,
         "batch": args.batch or "defaults",
+        "rules": "example set" if args.rules else "none",
     }
     results: list[Result] = []
     for m in modes:

@@ -29,6 +29,22 @@ CREATE TABLE {TABLE} (
 )
 """
 
+# The issue's example rule set on the CRM table: rename + hash, phone normalisation + partial
+# mask, e-mail cleansing + validation, a value map, a cast, a dropped and a constant column.
+RULES = """\
+        columns:
+          name: {target: contact_name, transforms: [{hash: {key: "${BENCH_HASH_KEY}"}}]}
+          phone:
+            target: contact_phone
+            transforms: [{phone: {region: GB, format: e164}}, {mask: {keep_first: 3, keep_last: 4}}]
+          email: {transforms: [lower, trim, {validate: email}]}
+          status: {map: {0: new, 1: active, 2: dormant, 3: do_not_call}, default: unknown}
+          balance: {cast: "decimal(14,2)"}
+          do_not_call: {drop: true}
+          source_system: {value: crm}
+"""
+HASH_KEY = "bench-hash-key-0123456789abcdef"
+
 CONFIG = """\
 sources:
   src: {{type: postgres, dsn: "${{BENCH_SRC_DSN}}"}}
@@ -40,7 +56,7 @@ pipelines:
     target: tgt
     audit: {audit}
 {batch}    tables:
-      public.{table}: {{}}
+      public.{table}:{rules}
 logging: {{level: INFO, format: json}}
 """
 
@@ -55,6 +71,7 @@ class BenchEnv:
     env: dict[str, str]
     logs: Path
     audit: str
+    rules: bool = False
 
     def daemon(self, step: str) -> Daemon:
         """A daemon whose output goes to ``<logs>-<step>.log`` (overwritten)."""
@@ -69,17 +86,22 @@ class BenchEnv:
         return psycopg.connect(self.target_dsn)
 
 
-def config_text(audit: str, batch: dict[str, float] | None = None) -> str:
+def config_text(audit: str, batch: dict[str, float] | None = None, rules: bool = False) -> str:
     b = ""
     if batch:
         inner = ", ".join(f"{k}: {v}" for k, v in batch.items())
         b = f"    batch: {{{inner}}}\n"
-    return CONFIG.format(pipeline=PIPELINE, audit=audit, batch=b, table=TABLE)
+    r = "\n" + RULES.rstrip("\n") if rules else " {}"
+    return CONFIG.format(pipeline=PIPELINE, audit=audit, batch=b, table=TABLE, rules=r)
 
 
 @contextlib.contextmanager
 def bench_env(
-    workdir: Path, logs: Path, audit: str, batch: dict[str, float] | None = None
+    workdir: Path,
+    logs: Path,
+    audit: str,
+    batch: dict[str, float] | None = None,
+    rules: bool = False,
 ) -> Iterator[BenchEnv]:
     """Source and target servers with databases ``crm`` / ``hub`` and the empty CRM table."""
     with running_pg() as src, running_pg() as tgt:
@@ -88,6 +110,7 @@ def bench_env(
         with psycopg.connect(source_dsn, autocommit=True) as c:
             c.execute(DDL)
         config = workdir / "bench.yaml"
-        config.write_text(config_text(audit, batch))
+        config.write_text(config_text(audit, batch, rules))
         env = {**os.environ, "BENCH_SRC_DSN": source_dsn, "BENCH_TGT_DSN": target_dsn}
-        yield BenchEnv(src, tgt, source_dsn, target_dsn, config, env, logs, audit)
+        env["BENCH_HASH_KEY"] = HASH_KEY
+        yield BenchEnv(src, tgt, source_dsn, target_dsn, config, env, logs, audit, rules)

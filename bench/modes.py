@@ -18,6 +18,8 @@ from bench.mysql import mysql_drain, mysql_live
 from bench.native import native
 from bench.procstat import server_cpu_s
 from bench.report import RESULTS, Result
+from bench.rules_verify import compare_with_rules
+from bench.snapshot import mysql_snapshot, pg_snapshot
 from bench.verify import Check, audit_check, audit_counts, compare_tables, content_check
 from bench.workload import BacklogSpec, PacedWriter, write_backlog, write_big_transaction
 
@@ -35,6 +37,7 @@ class Options:
     timeout: float = 1800.0  # per daemon run
     batch: dict[str, float] | None = None  # pipeline batch settings (max_rows, max_seconds, ...)
     rounds: int = 2  # compare: alternating native / cdc-sync runs
+    rules: bool = False  # drain: the example rule set on the table (bench/env.py RULES)
 
 
 def _tail(d: Daemon) -> str:
@@ -104,7 +107,10 @@ def _daemon_log(r: Result, d: Daemon, rows: int = 0) -> None:
 
 def _verify(r: Result, env: BenchEnv, changes: int, transactions: int) -> None:
     t0 = time.monotonic()
-    cmp = compare_tables(env.source_dsn, env.target_dsn)
+    if env.rules:
+        cmp = compare_with_rules(env.source_dsn, env.target_dsn, env.config, env.env)
+    else:
+        cmp = compare_tables(env.source_dsn, env.target_dsn)
     r.checks.append(content_check(cmp))
     counts = audit_counts(env.target_dsn, PIPELINE)
     r.checks.append(audit_check(counts, env.audit, changes, transactions))
@@ -117,8 +123,9 @@ def drain(opts: Options) -> Result:
     spec = BacklogSpec().scaled(opts.scale)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        bench_env(Path(tmp), RESULTS / "drain", opts.audit, opts.batch) as env,
+        bench_env(Path(tmp), RESULTS / "drain", opts.audit, opts.batch, opts.rules) as env,
     ):
+        r.figures["rules"] = "example set" if opts.rules else "none"
         if not _prime(env, r):
             return r
         with env.source_conn() as c:
@@ -355,4 +362,6 @@ MODES = {
     "compare": compare,
     "mysql-drain": mysql_drain_mode,
     "mysql-live": mysql_live_mode,
+    "snapshot": pg_snapshot,
+    "mysql-snapshot": mysql_snapshot,
 }

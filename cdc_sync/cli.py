@@ -4,56 +4,31 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import NoReturn
 
 import click
 
-from cdc_sync import logs
-from cdc_sync.config import Config, load_config
-from cdc_sync.errors import CdcSyncError, ConfigError
+from cdc_sync.cli_common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    _fail,
+    _load,
+    _pipelines,
+    config_option,
+    pipeline_option,
+)
+from cdc_sync.cli_replay import replay
+from cdc_sync.cli_status import status
+from cdc_sync.cli_verify import verify
+from cdc_sync.config import Config
+from cdc_sync.errors import CdcSyncError
+from cdc_sync.runtime import snapshot_admin
 from cdc_sync.runtime.checks import check_pipeline
+from cdc_sync.runtime.observers import observing
 from cdc_sync.runtime.offsets import describe
 from cdc_sync.runtime.runner import run_all
+from cdc_sync.runtime.snapshot import Progress
 from cdc_sync.runtime.stop import StopFlag
-
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
-
-
-def _fail(code: int, lines: list[str]) -> NoReturn:
-    for line in lines:
-        click.echo(f"error: {line}", err=True)
-    sys.exit(code)
-
-
-def _load(path: str | None) -> Config:
-    if not path:
-        _fail(EXIT_CONFIG, ["no config given: use -c/--config or set CDC_SYNC_CONFIG"])
-    try:
-        cfg = load_config(path)
-    except ConfigError as e:
-        _fail(EXIT_CONFIG, e.problems)
-    logs.setup(cfg.logging.level, cfg.logging.format)
-    return cfg
-
-
-def _pipelines(cfg: Config, chosen: tuple[str, ...]) -> list[str]:
-    unknown = [p for p in chosen if p not in cfg.pipelines]
-    if unknown:
-        _fail(EXIT_CONFIG, [f"--pipeline: no pipeline named {p!r}" for p in unknown])
-    return list(chosen) or list(cfg.pipelines)
-
-
-config_option = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    envvar="CDC_SYNC_CONFIG",
-    type=click.Path(dir_okay=False),
-    help="YAML config file (or CDC_SYNC_CONFIG).",
-)
-pipeline_option = click.option(
-    "-p", "--pipeline", "pipelines", multiple=True, help="Only this pipeline (repeatable)."
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,10 +70,76 @@ def run(config_path: str | None, pipelines: tuple[str, ...], until_caught_up: bo
     names = _pipelines(cfg, pipelines)
     stop = StopFlag()
     stop.install()
-    outcomes = run_all(cfg, names, stop, until_caught_up)
+    with observing(cfg, names, stop, daemon=not until_caught_up):
+        outcomes = run_all(cfg, names, stop, until_caught_up)
     failed = [o for o in outcomes if o.result == "failed"]
     if failed:
         _fail(EXIT_FAILED, [f"pipeline {o.pipeline}: {o.error}" for o in failed])
+    sys.exit(EXIT_OK)
+
+
+def _progress_line(p: Progress) -> None:
+    est = f"/{p.estimate:,}" if p.estimate else ""
+    eta = f"  ETA {p.eta_seconds:,.0f} s" if p.eta_seconds is not None and not p.done else ""
+    line = f"{p.table}: {p.rows_done:,}{est} rows  {p.rows_per_second:,.0f} rows/s{eta}"
+    if sys.stderr.isatty():
+        click.echo(f"\r\033[K{line}", nl=p.done, err=True)
+    elif p.done:
+        click.echo(line, err=True)
+
+
+@main.command()
+@config_option
+@pipeline_option
+@click.option("--table", help="Re-snapshot this table while the daemon streams (DBLog).")
+@click.option("--where", "where", help="Only rows matching this SQL condition (with --table).")
+@click.option("--wait", is_flag=True, help="With --table: follow the copy until it ends.")
+@click.option("--status", "status", is_flag=True, help="List snapshot tasks and progress.")
+def snapshot(  # noqa: PLR0917  (click passes options positionally)
+    config_path: str | None,
+    pipelines: tuple[str, ...],
+    table: str | None,
+    where: str | None,
+    wait: bool,
+    status: bool,
+) -> None:
+    """Copy existing rows: the initial snapshot (foreground, with progress), or with --table a
+    re-snapshot that the running daemon performs without locking the source."""
+    cfg = _load(config_path)
+    names = _pipelines(cfg, pipelines)
+    if where is not None and table is None:
+        _fail(EXIT_CONFIG, ["--where needs --table"])
+    stop = StopFlag()
+    stop.install()
+    try:
+        if status:
+            for name in names:
+                for task in snapshot_admin.tasks(cfg, name):
+                    click.echo(f"{name}: {snapshot_admin.describe(task)}")
+            sys.exit(EXIT_OK)
+        if table is not None:
+            for name in names:
+                task_id = snapshot_admin.request(cfg, name, table, where)
+                click.echo(f"{name}: re-snapshot #{task_id} of {table} queued for the daemon")
+                if wait:
+                    end = snapshot_admin.wait(
+                        cfg, name, task_id, stop,
+                        lambda t: click.echo(snapshot_admin.describe(t), err=True),
+                    )  # fmt: skip
+                    if end.status == "failed":
+                        _fail(EXIT_FAILED, [snapshot_admin.describe(end)])
+            sys.exit(EXIT_OK)
+        for name in names:
+            result = snapshot_admin.initial(cfg, name, stop, _progress_line)
+            if result == "nothing_to_copy":
+                click.echo(
+                    f"{name}: nothing to copy (snapshot: {cfg.pipelines[name].snapshot}, "
+                    "already done); use --table T to re-snapshot a table"
+                )
+            else:
+                click.echo(f"{name}: {result}")
+    except CdcSyncError as e:
+        _fail(EXIT_FAILED, [str(e)])
     sys.exit(EXIT_OK)
 
 
@@ -137,3 +178,222 @@ def offsets_show(config_path: str | None, pipelines: tuple[str, ...], as_json: b
             click.echo(f"{r['pipeline']}: error: {r['error']}")
             continue
         click.echo("  ".join(f"{c}={r.get(c)}" for c in cols))
+        health = r.get("source_health") or {}
+        shown = {k: v for k, v in health.items() if v is not None and k != "kind"}
+        if shown:
+            click.echo("  source: " + "  ".join(f"{k}={v}" for k, v in shown.items()))
+        for warning in r.get("warnings") or ():
+            click.echo(f"  warning: {warning}")
+
+
+@offsets.command("reset")
+@config_option
+@click.option("-p", "--pipeline", "pipeline", required=True, help="The pipeline to reset.")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    help="latest | earliest | an LSN (PostgreSQL) | file:pos | a GTID set | an ISO 8601 time.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def offsets_reset(
+    *, config_path: str | None, pipeline: str, to: str, dry_run: bool, yes: bool
+) -> None:
+    """Move a stopped pipeline's checkpoint; the daemon then resumes after it.
+
+    \b
+    latest    the source's head now: changes until now are skipped.
+    earliest  the oldest still available: PostgreSQL the slot's confirmed point (a logical
+              slot cannot go back before it); MySQL/MariaDB the start of the oldest
+              binlog file (with GTIDs, the GTID state there).
+    position  PostgreSQL LSN (0/16B3748), binlog file:pos (a transaction boundary, e.g. as
+              offsets show prints it), or a GTID set (the first point that contains it).
+    time      MySQL/MariaDB: before the first transaction of the pipeline's tables at or
+              after it (UTC without a zone; reads the binlog from its oldest file).
+              PostgreSQL: refused (WAL has no timestamp index).
+
+    Refused while a daemon holds the pipeline's lease. PostgreSQL: moving past the slot's
+    confirmed point also advances the slot, releasing the WAL before it. Audited (op
+    offsets_reset) with who, when, from and to."""
+    from cdc_sync.runtime import dlq as dead  # noqa: PLC0415
+    from cdc_sync.runtime.offsets import apply_reset, plan_reset  # noqa: PLC0415
+
+    cfg = _load(config_path)
+    if pipeline not in cfg.pipelines:
+        _fail(EXIT_CONFIG, [f"--pipeline: no pipeline named {pipeline!r}"])
+    try:
+        plan = plan_reset(cfg, pipeline, to)
+        if dry_run:
+            click.echo(f"dry run: {plan.describe()}")
+            return
+        if not yes:
+            click.confirm(f"{plan.describe()}?", abort=True)
+        apply_reset(cfg, plan, dead.who())
+    except CdcSyncError as e:
+        _fail(EXIT_FAILED, [f"pipeline {pipeline}: {e}"])
+    click.echo(f"reset: {plan.describe()}")
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: rows a rule or the target refused (masked copies, reasons)."""
+
+
+_STATUSES = click.Choice(["open", "retried", "discarded", "all"])
+table_option = click.option("--table", help="Only this source or target table (schema.name).")
+id_option = click.option(
+    "--id", "ids", type=int, multiple=True, help="Dead letter id (repeatable)."
+)
+
+
+def _letters(
+    cfg: Config,
+    pipelines: tuple[str, ...],
+    *,
+    table: str | None,
+    ids: tuple[int, ...],
+    status: str | None,
+    limit: int | None = None,
+) -> list[dict[str, object]]:
+    from cdc_sync.runtime import dlq as dead  # noqa: PLC0415  (only dlq commands need it)
+
+    out: list[dict[str, object]] = []
+    for name in _pipelines(cfg, pipelines):
+        try:
+            out += dead.select(cfg, name, table=table, ids=ids, status=status, limit=limit)
+        except CdcSyncError as e:
+            _fail(EXIT_FAILED, [f"pipeline {name}: {e}"])
+    return out
+
+
+@dlq.command("list")
+@config_option
+@pipeline_option
+@table_option
+@click.option("--status", type=_STATUSES, default="open", show_default=True)
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def dlq_list(
+    *,
+    config_path: str | None,
+    pipelines: tuple[str, ...],
+    table: str | None,
+    status: str,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """One line per dead letter: id, table, key (masked), why."""
+    cfg = _load(config_path)
+    chosen = None if status == "all" else status
+    rows = _letters(cfg, pipelines, table=table, ids=(), status=chosen, limit=limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no dead letters")
+        return
+    for r in rows:
+        why = r["rule"] or r["error_code"] or "-"
+        col = f" column={r['column_name']}" if r["column_name"] else ""
+        click.echo(
+            f"{r['id']}  {r['pipeline']}  {r['source_table']}  {r['op']}  pk={r['pk']}  "
+            f"{r['stage']}:{why}{col}  {r['status']}  {r['created_at']}  {r['reason']}"
+        )
+
+
+@dlq.command("show")
+@config_option
+@pipeline_option
+@id_option
+def dlq_show(config_path: str | None, pipelines: tuple[str, ...], ids: tuple[int, ...]) -> None:
+    """Everything stored for the given dead letters (masked row included), as JSON."""
+    cfg = _load(config_path)
+    if not ids:
+        _fail(EXIT_CONFIG, ["--id: give at least one dead letter id"])
+    rows = _letters(cfg, pipelines, table=None, ids=ids, status=None)
+    if not rows:
+        _fail(EXIT_FAILED, [f"no dead letter with id {', '.join(map(str, ids))}"])
+    click.echo(json.dumps(rows, indent=2, default=str))
+
+
+def _chosen(
+    cfg: Config, pipelines: tuple[str, ...], table: str | None, ids: tuple[int, ...], all_: bool
+) -> dict[str, list[int]]:
+    if not ids and not all_:
+        _fail(EXIT_CONFIG, ["give --id N (repeatable) or --all (with --pipeline / --table)"])
+    chosen: dict[str, list[int]] = {}
+    for r in _letters(cfg, pipelines, table=table, ids=ids, status="open"):
+        chosen.setdefault(str(r["pipeline"]), []).append(int(str(r["id"])))
+    return chosen
+
+
+@dlq.command("retry")
+@config_option
+@pipeline_option
+@table_option
+@id_option
+@click.option("--all", "all_", is_flag=True, help="Every open letter (of --pipeline / --table).")
+def dlq_retry(
+    config_path: str | None,
+    pipelines: tuple[str, ...],
+    table: str | None,
+    ids: tuple[int, ...],
+    all_: bool,
+) -> None:
+    """Re-read each row's current version from the source, apply today's rules, write it."""
+    from cdc_sync.runtime import dlq as dead  # noqa: PLC0415
+
+    cfg = _load(config_path)
+    failed = False
+    for name, chosen in _chosen(cfg, pipelines, table, ids, all_).items():
+        try:
+            report = dead.retry(cfg, name, chosen, dead.who())
+        except CdcSyncError as e:
+            _fail(EXIT_FAILED, [f"pipeline {name}: {e}"])
+        for dl_id in report.retried:
+            click.echo(f"{dl_id}: retried, applied")
+        for dl_id, why in {**report.failed, **report.skipped}.items():
+            failed = True
+            click.echo(f"{dl_id}: still open: {why}")
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@dlq.command("discard")
+@config_option
+@pipeline_option
+@table_option
+@id_option
+@click.option("--all", "all_", is_flag=True, help="Every open letter (of --pipeline / --table).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def dlq_discard(
+    *,
+    config_path: str | None,
+    pipelines: tuple[str, ...],
+    table: str | None,
+    ids: tuple[int, ...],
+    all_: bool,
+    yes: bool,
+) -> None:
+    """Close dead letters without applying them; who and when go into the audit."""
+    from cdc_sync.runtime import dlq as dead  # noqa: PLC0415
+
+    cfg = _load(config_path)
+    chosen = _chosen(cfg, pipelines, table, ids, all_)
+    total = sum(len(v) for v in chosen.values())
+    if not total:
+        click.echo("no open dead letters match")
+        return
+    if not yes:
+        click.confirm(f"discard {total} dead letter(s)?", abort=True)
+    for name, dl_ids in chosen.items():
+        try:
+            done = dead.discard(cfg, name, dl_ids, dead.who())
+        except CdcSyncError as e:
+            _fail(EXIT_FAILED, [f"pipeline {name}: {e}"])
+        click.echo(f"pipeline {name}: discarded {', '.join(map(str, done)) or 'none'}")
+
+
+main.add_command(verify)
+main.add_command(replay)
+main.add_command(status)

@@ -20,7 +20,8 @@ class PermanentError(CdcSyncError):
 
 
 class RowLevelError(CdcSyncError):
-    """One row cannot be applied; the rest of the stream can (dead-letter in later issues)."""
+    """One row cannot be applied; the rest of the stream can (a rule or target refusal is
+    dead-lettered; one raised while decoding the source stops the pipeline)."""
 
 
 class ConfigError(PermanentError):

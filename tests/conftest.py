@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from cdc_sync.testing.myserver import MyServer, running_mariadb
@@ -26,9 +29,33 @@ def pg_target_server() -> Iterator[PgServer]:
 
 
 @pytest.fixture
-def source_dsn(pg_source_server: PgServer, request: pytest.FixtureRequest) -> str:
-    """A fresh, empty database on the source server."""
-    return pg_source_server.create_database(f"src_{next(_counter)}")
+def source_dsn(pg_source_server: PgServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database on the source server; its replication slots are dropped
+    afterwards (the server has a fixed number of them, and each one holds WAL back)."""
+    name = f"src_{next(_counter)}"
+    yield pg_source_server.create_database(name)
+    drop_slots(pg_source_server, name)
+
+
+def drop_slots(server: PgServer, database: str) -> None:
+    """Drop every slot of ``database``, ending the walsenders of daemons a test left behind."""
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        for _ in range(50):
+            rows = conn.execute(
+                "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s",
+                (database,),
+            ).fetchall()
+            if not rows:
+                return
+            for slot, pid in rows:
+                if pid is not None:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                    continue
+                with contextlib.suppress(
+                    psycopg.errors.ObjectInUse, psycopg.errors.UndefinedObject
+                ):
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            time.sleep(0.1)
 
 
 @pytest.fixture

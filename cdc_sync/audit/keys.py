@@ -10,11 +10,11 @@ from decimal import Decimal
 from json.encoder import encode_basestring as _encode_str  # C, non-ASCII kept
 from uuid import UUID
 
-from cdc_sync.records import Interval, TableSchema
+from cdc_sync.records import ColumnType, Interval, Kind, TableSchema
 
 KeyRenderer = Callable[[TableSchema, tuple[object, ...]], str]
-"""Renders a row key as the audit ``pk`` text. The masking hook: a PII-masking renderer
-(later issue) replaces this, so key values never reach the audit table unmasked."""
+"""Renders a row key as the audit ``pk`` text. Keys reach it after the table's rules, so a
+masked or hashed key column is rendered masked or hashed (never the source value)."""
 
 
 def json_safe(value: object) -> object:
@@ -64,3 +64,35 @@ def default_key_renderer(schema: TableSchema, key: tuple[object, ...]) -> str:
             parts.append(json.dumps(json_safe(v), ensure_ascii=False, separators=(",", ":")))
     parts.append("}")
     return "".join(parts)
+
+
+_INTS = frozenset(
+    {Kind.TINYINT, Kind.SMALLINT, Kind.MEDIUMINT, Kind.INTEGER, Kind.BIGINT, Kind.YEAR}
+)
+
+
+def from_json(ctype: ColumnType, value: object) -> object:
+    """The inverse of :func:`json_safe` for a key column of ``ctype``: a stored key (dead
+    letters keep it to re-read the source row) back to its canonical value."""
+    if value is None or ctype.array_dims:
+        return value
+    kind, text = ctype.kind, str(value)
+    if kind in _INTS:
+        return int(text)
+    if kind is Kind.NUMERIC:
+        return Decimal(text)
+    if kind in (Kind.REAL, Kind.DOUBLE):
+        return float(text)
+    if kind is Kind.BOOLEAN:
+        return value if isinstance(value, bool) else text.lower() in ("true", "t", "1")
+    if kind is Kind.UUID:
+        return UUID(text)
+    if kind is Kind.DATE:
+        return date.fromisoformat(text)
+    if kind in (Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
+        return datetime.fromisoformat(text)
+    if kind is Kind.TIME:
+        return time.fromisoformat(text)
+    if kind is Kind.BYTES:
+        return bytes.fromhex(text.removeprefix("\\x"))
+    return value

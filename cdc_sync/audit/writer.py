@@ -16,15 +16,34 @@ from cdc_sync.state.driver import psycopg_connection
 from cdc_sync.state.tables import state_tables
 
 __all__ = [
+    "AUTO",
     "AuditLevel",
     "AuditRow",
     "AuditWriter",
     "KeyRenderer",
+    "Provenance",
     "default_key_renderer",
     "json_safe",
 ]
 
 AuditLevel = Literal["row", "transaction", "off"]
+Provenance = tuple[tuple[str, str], ...]
+"""(target column, rule) pairs: which rule changed which column of a row (never values)."""
+
+
+class _Auto:
+    """Default of ``pk``: take the key from the record."""
+
+
+AUTO = _Auto()
+
+
+def _rules_json(rules: Provenance) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for column, rule in rules:
+        out.setdefault(column or "*", []).append(rule)
+    return out
+
 
 # COPY column order: the columns shared by a run of rows first, so each run's text is built once.
 _COLUMNS = (
@@ -103,51 +122,127 @@ class AuditWriter:
             f"COPY {_qualified(self.table)} ({', '.join(_COLUMNS)}) FROM STDIN"
         ).encode()
         self._rows: list[AuditRow] = []
-        self._details: dict[tuple[str, ...], str] = {}
+        self._details: dict[tuple[tuple[str, ...], Provenance], str] = {}
+        # Rules provenance tuples are interned by the transforms (one object per combination),
+        # so inserts (no `changed`) find their detail by identity, without hashing the tuple.
+        self._rule_details: dict[int, tuple[Provenance, str]] = {}
         self._heads: dict[tuple[TableId | None, TableId | None, Op | str, str], _Head] = {}
         self._last_tx: _Tx | None = None
         # transaction level: per target table, per op (applied) / per outcome (the rest)
         self._counts: dict[str, dict[str, int]] = {}
         self._outcomes: dict[str, int] = {}
+        # transaction level, writer thread only: refusals per source xid → (table, op) → n
+        self._corrections: dict[str, dict[tuple[str, str], int]] = {}
 
-    def add(self, record: ChangeRecord, target_table: TableId, outcome: str = "applied") -> None:
+    def add(
+        self,
+        record: ChangeRecord,
+        target_table: TableId,
+        outcome: str = "applied",
+        *,
+        rules: Provenance = (),
+        pk: str | _Auto | None = AUTO,
+        extra: dict[str, object] | None = None,
+        op: str | None = None,
+    ) -> int:
+        """Buffer the audit of one change; returns its index in the buffer (-1 when not at
+        row level) so that the row can be marked dead-lettered later (:meth:`mark`).
+
+        ``record`` is the target-shaped record (after the rules), so its key is the target's,
+        masked where a rule masks it. ``pk`` overrides the key text (a dead-lettered row has
+        no target-shaped record); ``rules`` names which rule changed which column; ``op``
+        overrides the record's operation in the audit (``snapshot``: a copied row)."""
         if self.level == "row":
-            self._rows.append(self._row(record, target_table, outcome))
-        elif self.level == "transaction":
+            self._rows.append(
+                self._row(
+                    record, target_table, outcome, rules=rules, pk_text=pk, extra=extra, op=op
+                )
+            )
+            return len(self._rows) - 1
+        if self.level == "transaction":
             if outcome == "applied":
                 per_table = self._counts.setdefault(str(target_table), {})
-                per_table[record.op.value] = per_table.get(record.op.value, 0) + 1
+                name = op or record.op.value
+                per_table[name] = per_table.get(name, 0) + 1
             else:
                 self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
+        return -1
 
-    def _row(self, rec: ChangeRecord, target: TableId, outcome: str) -> AuditRow:
+    def mark(
+        self, rows: list[AuditRow], index: int, outcome: str, extra: dict[str, object]
+    ) -> None:
+        """Change the outcome of a buffered row (the target refused that change)."""
+        if index < 0 or index >= len(rows):
+            return
+        h, pk, pos, tx, detail = rows[index]
+        head = self._head_text(h.source_table, h.target_table, h.op, outcome)
+        merged: dict[str, object] = {} if detail is None else json.loads(detail)
+        merged.update(extra)
+        rows[index] = (head, pk, pos, tx, json.dumps(merged))
+
+    def _row(
+        self,
+        rec: ChangeRecord,
+        /,
+        target: TableId,
+        outcome: str,
+        *,
+        rules: Provenance = (),
+        pk_text: str | _Auto | None = AUTO,
+        extra: dict[str, object] | None = None,
+        op: str | None = None,
+    ) -> AuditRow:
         # One dict lookup per row: a run of rows shares its head (TableId hashes in C).
-        head = self._heads.get((rec.table, target, rec.op, outcome))
+        head = self._heads.get((rec.table, target, op or rec.op, outcome))
         if head is None:
-            head = self._head(rec.table, target, rec.op, outcome)
+            head = self._head(rec.table, target, op or rec.op, outcome)
         tx = self._last_tx
         if tx is None or tx.xid != rec.xid or tx.commit_time != rec.commit_time:
             tx = self._last_tx = self._tx(rec.xid, rec.commit_time)
         idx = rec.schema.key_indexes
         row = rec.before if rec.op is Op.DELETE else rec.after
-        if row is None:
+        if not isinstance(pk_text, _Auto):
+            pk = pk_text
+        elif row is None:
             pk = None
         else:
             key = (row[idx[0]],) if len(idx) == 1 else tuple([row[i] for i in idx])
             pk = self.key_renderer(rec.schema, key)
         before = rec.before
         detail: str | None = None
-        if before is not None and rec.op is Op.UPDATE:
+        if before is not None and rec.op is Op.UPDATE and isinstance(pk_text, _Auto):
             old = tuple([before[i] for i in idx])
             if row is not None and old != tuple([row[i] for i in idx]):
                 old_pk = json.loads(self.key_renderer(rec.schema, old))
                 moved: dict[str, object] = {"old_pk": old_pk}
                 if rec.changed:
                     moved["changed"] = list(rec.changed)
+                if rules:
+                    moved["rules"] = _rules_json(rules)
                 detail = json.dumps(moved)
-        if detail is None and rec.changed:
-            detail = self._changed_detail(rec.changed)
+        if extra is not None:
+            merged: dict[str, object] = {"changed": list(rec.changed)} if rec.changed else {}
+            if rules:
+                merged["rules"] = _rules_json(rules)
+            merged.update(extra)
+            detail = json.dumps(merged)
+        elif detail is None and rec.changed:
+            detail = self._changed_detail(rec.changed, rules)
+        elif detail is None and rules:
+            known = self._rule_details.get(id(rules))
+            if known is not None and known[0] is rules:
+                detail = known[1]
+            else:
+                detail = self._changed_detail((), rules)
+                if len(self._rule_details) > 10_000:
+                    self._rule_details.clear()
+                self._rule_details[id(rules)] = (rules, detail)
         return (head, pk, rec.position.to_text(), tx, detail)
+
+    def _head_text(self, source: str | None, target: str | None, op: str, outcome: str) -> _Head:
+        fields = (self.pipeline, source, target, op, outcome)
+        copy = "".join(_copy_text(f) + "\t" for f in fields)
+        return _Head(source, target, op, outcome, copy)
 
     def _head(
         self, source: TableId | None, target: TableId | None, op: Op | str, outcome: str
@@ -167,13 +262,17 @@ class AuditWriter:
     def _tx(xid: str, commit_time: datetime) -> _Tx:
         return _Tx(xid, commit_time, f"{_copy_text(xid)}\t{commit_time.isoformat()}")
 
-    def _changed_detail(self, changed: tuple[str, ...]) -> str:
+    def _changed_detail(self, changed: tuple[str, ...], rules: Provenance = ()) -> str:
         # The same few column sets repeat for every row of a table: serialise each once.
-        text = self._details.get(changed)
+        key = (changed, rules)
+        text = self._details.get(key)
         if text is None:
             if len(self._details) > 10_000:
                 self._details.clear()
-            text = self._details[changed] = json.dumps({"changed": list(changed)})
+            body: dict[str, object] = {"changed": list(changed)} if changed else {}
+            if rules:
+                body["rules"] = _rules_json(rules)
+            text = self._details[key] = json.dumps(body)
         return text
 
     def end_transaction(self, xid: str, commit_time: datetime, position: Position) -> None:
@@ -189,6 +288,34 @@ class AuditWriter:
         self._rows.append((head, None, position.to_text(), tx, json.dumps(summary)))
         self._counts, self._outcomes = {}, {}
 
+    def refused(self, xid: str, target_table: TableId, op: Op) -> None:
+        """Writer thread: the target refused a change of transaction ``xid`` that was counted
+        as applied. Its summary row is written by this thread, in a later or the same job
+        (jobs run in order), so the correction always reaches it before it is written."""
+        if self.level != "transaction":
+            return
+        per = self._corrections.setdefault(xid, {})
+        key = (str(target_table), op.value)
+        per[key] = per.get(key, 0) + 1
+
+    def _correct(self, rows: list[AuditRow]) -> None:
+        for i, (h, pk, pos, tx, detail) in enumerate(rows):
+            fixes = self._corrections.pop(tx.xid, None) if h.op == "transaction" else None
+            if fixes is None or detail is None:
+                continue
+            summary = json.loads(detail)
+            counts, outcomes = summary["counts"], summary.setdefault("outcomes", {})
+            for (table, op), n in fixes.items():
+                per = counts.get(table, {})
+                per[op] = per.get(op, 0) - n
+                if per[op] <= 0:
+                    per.pop(op)
+                if not per:
+                    counts.pop(table, None)
+                summary["rows"] -= n
+                outcomes["dead_letter"] = outcomes.get("dead_letter", 0) + n
+            rows[i] = (h, pk, pos, tx, json.dumps(summary))
+
     def flush(self, conn: sa.Connection) -> None:
         """Write what is buffered in the caller's transaction, as one bulk statement."""
         self.write(conn, self.take())
@@ -202,6 +329,8 @@ class AuditWriter:
         """Write rows from :meth:`take` in the caller's transaction, as one bulk statement."""
         if not rows:
             return
+        if self._corrections:
+            self._correct(rows)
         raw = psycopg_connection(conn) if conn.dialect.name == "postgresql" else None
         if raw is not None:
             # COPY text assembled here: measured several times faster than a multi-row

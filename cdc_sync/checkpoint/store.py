@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,14 @@ class Checkpoint:
     source_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseHolder:
+    """Another daemon's live lease on the pipeline."""
+
+    owner: str
+    expires_at: datetime | None
+
+
 class CheckpointStore:
     """One pipeline's row in ``cdc_sync_checkpoints``.
 
@@ -45,21 +54,40 @@ class CheckpointStore:
     # -- lease ---------------------------------------------------------------------------
 
     def acquire(self, conn: sa.Connection, owner: str, ttl: float) -> int:
-        """Take the pipeline's lease and return a new fencing token (one higher than any
-        before). The newest taker always wins: a daemon that died holding the lease must not
-        block its replacement; the previous holder, if still alive, fails its next ``save``
-        with FencedError (invariant 6). The caller commits to publish the new token."""
+        """Take the pipeline's lease unconditionally and return a new fencing token (one
+        higher than any before); the previous holder, if still alive, fails its next ``save``
+        with FencedError (invariant 6). The daemon uses ``try_acquire`` (a live holder is
+        waited for); this forced take is for tests and operator tools. The caller commits to
+        publish the new token."""
+        got = self.try_acquire(conn, owner, ttl, holder_dead=lambda _owner: True)
+        assert isinstance(got, int)
+        return got
+
+    def try_acquire(
+        self,
+        conn: sa.Connection,
+        owner: str,
+        ttl: float,
+        holder_dead: Callable[[str], bool] | None = None,
+    ) -> int | LeaseHolder:
+        """Take the lease when nobody else holds a live one; returns the new fencing token,
+        or the live holder (nothing changed: the caller rolls back and asks again later).
+
+        Free means: no owner, the same ``owner`` (our own earlier attempt), an expired lease
+        (the target's clock decides, so the daemons' clocks never matter), or
+        ``holder_dead(owner)`` (a holder known to be gone, e.g. a dead pid on this host).
+        The row lock makes two standbys racing for an expired lease take turns: one wins,
+        the other then sees its fresh lease. The caller commits to publish the new token."""
         t = self.table
-        self._ttl = timedelta(seconds=ttl)
-        expires = _later(conn, float(ttl))
-        bumped = conn.execute(
-            t.update()
+        row = conn.execute(
+            sa.select(t.c.owner, t.c.lease_expires_at, t.c.lease_expires_at > _later(conn, 0.0))
             .where(t.c.pipeline == self.pipeline)
-            .values(token=t.c.token + 1, owner=owner, lease_expires_at=expires)
-        )
-        if bumped.rowcount == 0:
+            .with_for_update()
+        ).first()
+        expires = _later(conn, float(ttl))
+        if row is None:
             # First start of this pipeline. The savepoint keeps a concurrent first start's
-            # duplicate key from aborting the caller's transaction; we then bump its row.
+            # duplicate key from aborting the caller's transaction; we then look again.
             try:
                 with conn.begin_nested():
                     conn.execute(
@@ -68,9 +96,45 @@ class CheckpointStore:
                         )
                     )
             except sa.exc.IntegrityError:
-                return self.acquire(conn, owner, ttl)
+                return self.try_acquire(conn, owner, ttl, holder_dead)
+            self._ttl = timedelta(seconds=ttl)
+            return 1
+        holder, until, live = row[0], row[1], bool(row[2])
+        taken = live and holder is not None and holder != owner
+        if taken and (holder_dead is None or not holder_dead(str(holder))):
+            return LeaseHolder(str(holder), until)
+        conn.execute(
+            t.update()
+            .where(t.c.pipeline == self.pipeline)
+            .values(token=t.c.token + 1, owner=owner, lease_expires_at=expires)
+        )
+        self._ttl = timedelta(seconds=ttl)
         token = conn.execute(sa.select(t.c.token).where(t.c.pipeline == self.pipeline)).scalar_one()
         return int(token)
+
+    def renew(self, conn: sa.Connection, token: int) -> bool:
+        """Extend the lease by its TTL from now, fenced by ``token``; False when another
+        daemon has taken it (the caller must not commit anything more). Runs in its own
+        short transaction on a connection of its own (the caller commits)."""
+        if self._ttl is None:
+            return True
+        t = self.table
+        done = conn.execute(
+            t.update()
+            .where(t.c.pipeline == self.pipeline, t.c.token == token)
+            .values(lease_expires_at=_later(conn, self._ttl.total_seconds()))
+        )
+        return done.rowcount == 1
+
+    def release(self, conn: sa.Connection, token: int) -> None:
+        """Expire our lease now (clean stop), so a standby or the next start need not wait
+        for the TTL; the owner stays for the record. Fenced: a lost lease is left alone."""
+        t = self.table
+        conn.execute(
+            t.update()
+            .where(t.c.pipeline == self.pipeline, t.c.token == token)
+            .values(lease_expires_at=_later(conn, 0.0))
+        )
 
     # -- position ------------------------------------------------------------------------
 
@@ -101,18 +165,7 @@ class CheckpointStore:
         back in time, or a bug); the same position again is fine (idempotent re-save).
         """
         t = self.table
-        # Row lock: a concurrent acquire() waits for our commit, so the token we check here
-        # is still the newest when the transaction commits.
-        current = conn.execute(
-            sa.select(t.c.position, t.c.token)
-            .where(t.c.pipeline == self.pipeline)
-            .with_for_update()
-        ).first()
-        if current is None or current.token != token:
-            raise FencedError(
-                f"pipeline {self.pipeline}: another daemon took over (fencing token {token} "
-                "is stale); this one must stop without committing"
-            )
+        current = self._locked(conn, token)
         if current.position is not None:
             stored = Position.parse(current.position)
             try:
@@ -142,6 +195,48 @@ class CheckpointStore:
         )
         if done.rowcount != 1:
             raise FencedError(f"pipeline {self.pipeline}: fencing token {token} is stale")
+
+    def _locked(self, conn: sa.Connection, token: int) -> sa.Row[Any, Any]:
+        """The row, locked (a concurrent acquire waits for our commit, so the token checked
+        here is still the newest when the transaction commits); FencedError if not ours."""
+        t = self.table
+        current = conn.execute(
+            sa.select(t.c.position, t.c.token)
+            .where(t.c.pipeline == self.pipeline)
+            .with_for_update()
+        ).first()
+        if current is None or current.token != token:
+            raise FencedError(
+                f"pipeline {self.pipeline}: another daemon took over (fencing token {token} "
+                "is stale); this one must stop without committing"
+            )
+        return current
+
+    def keep_alive(self, conn: sa.Connection, position: Position | None, token: int) -> bool:
+        """While idle: renew the lease and, when ``position`` is past the stored checkpoint,
+        move the checkpoint there (the source has sent everything before it and nothing is
+        pending), keeping the last applied transaction's facts. Fenced like ``save``;
+        returns whether the position moved."""
+        t = self.table
+        current = self._locked(conn, token)
+        values: dict[str, object] = {}
+        moved = False
+        if position is not None:
+            stored = Position.parse(current.position) if current.position is not None else None
+            try:
+                moved = stored is None or position > stored
+            except TypeError:
+                moved = False  # a different kind of position: only an explicit reset changes it
+            if moved:
+                values["position"] = position.to_text()
+                values["updated_at"] = _later(conn, 0.0)
+        if self._ttl is not None:
+            values["lease_expires_at"] = _later(conn, self._ttl.total_seconds())
+        if values:
+            conn.execute(
+                t.update().where(t.c.pipeline == self.pipeline, t.c.token == token).values(values)
+            )
+        return moved
 
     def reset(self, conn: sa.Connection, position: Position | None) -> int:
         """Set the checkpoint to ``position`` (None: forget it), backwards allowed, for the
@@ -177,6 +272,21 @@ class CheckpointStore:
         ).scalar_one_or_none()
         conn.execute(t.update().where(t.c.pipeline == self.pipeline).values(source_id=source_id))
         return before
+
+    # -- offsets CLI (reset / replay) ----------------------------------------------------
+
+    def lease_holder(self, conn: sa.Connection, lock: bool = False) -> str | None:
+        """The owner while a daemon's lease is unexpired (server clock), else None.
+        ``lock``: take the row lock, so no daemon can commit a batch or take the lease
+        until the caller's transaction ends."""
+        t = self.table
+        query = sa.select(t.c.owner, t.c.lease_expires_at > _later(conn, 0.0)).where(
+            t.c.pipeline == self.pipeline
+        )
+        row = conn.execute(query.with_for_update() if lock else query).first()
+        if row is None or not row[1]:
+            return None
+        return str(row[0] or "unknown")
 
 
 def _later(conn: sa.Connection, seconds: float) -> sa.ColumnElement[Any]:

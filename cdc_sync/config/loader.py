@@ -55,6 +55,12 @@ def _walk(node: Any, path: str, problems: list[str]) -> Any:
     if isinstance(node, list):
         return [_walk(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
     if isinstance(node, str):
+        if path.endswith(".hash.key") and not _REF.fullmatch(node.strip()):
+            problems.append(
+                f"{path}: a literal hash key in the config file is refused; "
+                "use ${VAR} or ${file:/path}"
+            )
+            return node
         if path.rsplit(".", 1)[-1] in _SECRET_KEYS and _literal_password(node):
             problems.append(
                 f"{path}: a literal password in the config file is refused; "

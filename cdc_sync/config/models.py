@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from cdc_sync.config.dsn import parse_mysql_dsn
+from cdc_sync.config.rules import TableRules
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,40}$"
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$")
@@ -24,6 +25,9 @@ class PostgresSource(_Model):
     publication: str | None = Field(default=None, pattern=_NAME)
     create_slot: bool = True  # create slot/publication when missing and permitted
     status_interval_seconds: float = Field(default=10.0, gt=0)
+    # pg_logical_emit_message every N seconds so the slot advances while the published
+    # tables are idle and others are busy (None: off).
+    heartbeat_seconds: float | None = Field(default=30.0, gt=0)
 
 
 class MysqlSource(_Model):
@@ -70,7 +74,7 @@ SourceConfig = Annotated[PostgresSource | MysqlSource, Field(discriminator="type
 TargetConfig = Annotated[PostgresTarget | MysqlTarget, Field(discriminator="type")]
 
 
-class TableConfig(_Model):
+class TableConfig(TableRules):
     target: str | None = None
     apply_truncate: bool = True
 
@@ -96,13 +100,78 @@ class RetryConfig(_Model):
     max_attempts: int | None = Field(default=None, ge=1)  # None: retry transient errors forever
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> float:
+    """``'90s'``, ``'30m'``, ``'24h'``, ``'7d'`` in seconds; ValueError otherwise."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"expected a duration like 90s, 30m, 24h or 7d, got {text!r}")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+class VerifyConfig(_Model):
+    """Consistency verification: on demand (``cdc-sync verify``) and, with ``every``, by the
+    daemon on a schedule."""
+
+    every: str | None = None  # e.g. 24h; None: only on demand
+    chunk_rows: int = Field(default=5_000, ge=1)
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, v: str | None) -> str | None:
+        if v is not None and duration_seconds(v) <= 0:
+            raise ValueError("every must be a positive duration")
+        return v
+
+    @property
+    def every_seconds(self) -> float | None:
+        return None if self.every is None else duration_seconds(self.every)
+
+
 class PipelineConfig(_Model):
     source: str
     target: str
     tables: dict[str, TableConfig]
     audit: Literal["row", "transaction", "off"] = "row"
+    # Audit rows older than this are purged by the daemon in small batches (None: kept).
+    audit_retention_days: int | None = Field(default=None, ge=1)
+    # A row that fails a rule or that the target refuses: dead_letter (kept in
+    # cdc_sync_dead_letters, the stream goes on) or stop (halt with the reason).
+    on_error: Literal["dead_letter", "stop"] = "dead_letter"
     batch: BatchConfig = BatchConfig()
     retry: RetryConfig = RetryConfig()
+    # initial: copy existing rows the first time the pipeline runs, then stream from exactly
+    # that point; never: stream only; always: copy again at every start (Debezium's words).
+    snapshot: Literal["initial", "never", "always"] = "initial"
+    snapshot_chunk_rows: int = Field(default=10_000, ge=1)
+    # Source table the daemon writes watermarks into for re-snapshots while streaming
+    # (DBLog); None: `cdc-sync snapshot --table` is refused with the DDL to create it.
+    signal_table: str | None = None
+    verify: VerifyConfig = VerifyConfig()
+
+    @field_validator("signal_table")
+    @classmethod
+    def _signal_table(cls, v: str | None) -> str | None:
+        if v is not None and not _TABLE.match(v):
+            raise ValueError(f"expected schema.table, got {v!r}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _audit_mapping(cls, data: object) -> object:
+        # `audit: {level: row, retention_days: 190}` is the long form of `audit: row`.
+        if isinstance(data, dict) and isinstance(data.get("audit"), dict):
+            data = dict(data)
+            long_form = dict(data.pop("audit"))
+            data["audit"] = long_form.pop("level", "row")
+            if "retention_days" in long_form:
+                data["audit_retention_days"] = long_form.pop("retention_days")
+            if long_form:
+                raise ValueError(f"audit: unknown keys {sorted(long_form)} (level, retention_days)")
+        return data
 
     @field_validator("audit", mode="before")
     @classmethod
@@ -121,6 +190,33 @@ class PipelineConfig(_Model):
         return v
 
 
+class MetricsConfig(_Model):
+    """Prometheus ``/metrics`` plus ``/healthz`` and ``/readyz`` on one HTTP listener."""
+
+    listen: str | None = None  # host:port, e.g. 127.0.0.1:9187; None: no endpoint
+    ready_max_lag_seconds: float = Field(default=300.0, gt=0)  # /readyz fails above this
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            _host, sep, port = v.rpartition(":")
+            if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port, got {v!r}")
+        return v
+
+
+class AlertsConfig(_Model):
+    """Where alerts go (none by default) and when a transient failure becomes one."""
+
+    webhook: SecretStr | None = None  # POST JSON (Slack-compatible "text"); URL may hold a token
+    command: str | None = None  # run with the alert as JSON on stdin
+    after_attempts: int = Field(default=5, ge=1)  # consecutive failed attempts
+    after_seconds: float = Field(default=300.0, gt=0)  # or failing for this long
+    min_interval_seconds: float = Field(default=300.0, ge=0)  # per pipeline and kind
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+
 class LoggingConfig(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "console"] = "auto"
@@ -131,6 +227,8 @@ class Config(_Model):
     targets: dict[str, TargetConfig]
     pipelines: dict[str, PipelineConfig]
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Config:

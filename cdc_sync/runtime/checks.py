@@ -9,8 +9,9 @@ import sqlalchemy.exc
 
 from cdc_sync.checkpoint.store import CheckpointStore
 from cdc_sync.config.models import Config
-from cdc_sync.errors import CdcSyncError
+from cdc_sync.errors import CdcSyncError, ConfigError
 from cdc_sync.runtime.classify import classify
+from cdc_sync.runtime.rules import PipelineRules
 from cdc_sync.runtime.wiring import build_source, table_map, target_engine
 
 # What a check may meet while probing servers; reported as problems, never raised.
@@ -137,6 +138,27 @@ def _checkpoint_problems(config: Config, name: str) -> list[str]:
         source.close()
 
 
+def _rule_problems(config: Config, name: str) -> list[str]:
+    """Every table's rules compiled against the source's current columns: a map on a column
+    the source lacks, a cast that cannot apply, a filter naming an unknown column…"""
+    if not any(tc.has_rules for tc in config.pipelines[name].tables.values()):
+        return []
+    try:
+        source = build_source(config, name)
+    except CdcSyncError:
+        return []  # reported by _source_problems
+    try:
+        PipelineRules(config, name).compile_all(source.table_schemas())
+    except ConfigError as e:
+        return list(e.problems)
+    except _PROBE_ERRORS:
+        return []  # tables the source cannot read are reported by _source_problems
+    finally:
+        source.close()
+    return []
+
+
 def check_pipeline(config: Config, name: str) -> list[str]:
-    out = _source_problems(config, name) + _target_problems(config, name)
+    out = _source_problems(config, name) + _rule_problems(config, name)
+    out += _target_problems(config, name)
     return out + _checkpoint_problems(config, name)

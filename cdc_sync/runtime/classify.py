@@ -40,8 +40,8 @@ def classify(exc: BaseException, where: str) -> CdcSyncError:
             return TransientError(msg)
         return PermanentError(msg)
     if isinstance(orig, pymysql.MySQLError):
-        # By error number, with no server text: it can carry row values (RowLevelError is a
-        # stop here too: until dead letters (#4) a refused row stops the pipeline).
+        # By error number, with no server text: it can carry row values. Here (outside the
+        # sink's dead-letter path) a row-level error stops the pipeline like any other.
         err = classify_mysql_error(orig, where)
         return err if isinstance(err, TransientError) else PermanentError(str(err))
     if isinstance(orig, ConnectionError | TimeoutError):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import gc
-import os
-import socket
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -20,13 +20,30 @@ from tenacity import (
 )
 
 from cdc_sync import logs
+from cdc_sync.audit.dead_letters import DeadLetterStore
 from cdc_sync.audit.writer import AuditWriter
+from cdc_sync.checkpoint.snapshots import INITIAL, RESNAPSHOT, SnapshotStore, SnapshotTask
 from cdc_sync.checkpoint.store import Checkpoint, CheckpointStore
 from cdc_sync.config.models import Config
-from cdc_sync.errors import CdcSyncError, PermanentError, ShutdownRequested, TransientError
+from cdc_sync.errors import (
+    CdcSyncError,
+    FencedError,
+    PermanentError,
+    ShutdownRequested,
+    TransientError,
+)
+from cdc_sync.records import TableId, TableSchema
 from cdc_sync.runtime.classify import classify
+from cdc_sync.runtime.events import EVENTS
+from cdc_sync.runtime.lease import LeaseKeeper, evict_stale_reader, wait_for_lease
 from cdc_sync.runtime.pipeline import PipelineLoop
+from cdc_sync.runtime.resnapshot import Resnapshot
+from cdc_sync.runtime.rules import PipelineRules
+from cdc_sync.runtime.snapshot import InitialSnapshot, OnProgress
+from cdc_sync.runtime.snapshot import plan as snapshot_plan
+from cdc_sync.runtime.source_identity import check_source_identity
 from cdc_sync.runtime.stop import StopFlag
+from cdc_sync.runtime.verify import start_scheduled_verify
 from cdc_sync.runtime.wiring import build_source, may_create, table_map, target_engine
 from cdc_sync.sinks.sql.sink import SqlSink
 from cdc_sync.sources.base import Source
@@ -34,8 +51,6 @@ from cdc_sync.state.migrate import upgrade
 
 _SWITCH_INTERVAL_S = 0.0005
 _GC_THRESHOLDS = (50_000, 20, 100)
-
-LEASE_SECONDS = 60
 
 
 @dataclass
@@ -45,36 +60,60 @@ class Outcome:
     error: CdcSyncError | None = None
 
 
-def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def run_once(config: Config, name: str, stop: StopFlag, until_caught_up: bool) -> str:
-    """One attempt: connect, prepare, stream until stopped/caught up; raises classified errors."""
+def run_once(
+    config: Config,
+    name: str,
+    stop: StopFlag,
+    until_caught_up: bool,
+    *,
+    snapshot_only: bool = False,
+    on_progress: OnProgress | None = None,
+) -> str:
+    """One attempt: connect, prepare, copy what the snapshot mode asks for, stream until
+    stopped / caught up (``snapshot_only``: return after the copy); raises classified
+    errors."""
     log = logs.get().bind(pipeline=name)
     pc = config.pipelines[name]
     targets = table_map(config, name)
     tc = config.targets[pc.target]
     engine = target_engine(config, name)
     source = build_source(config, name)
+    keeper: LeaseKeeper | None = None
+    failed = False
     try:
         with engine.connect() as conn:
             upgrade(conn, schema=tc.state_schema)
             conn.commit()
             checkpoints = CheckpointStore(name, schema=tc.state_schema)
-            token = checkpoints.acquire(conn, owner_id(), LEASE_SECONDS)
-            conn.commit()
+            # Invariant 6: a standby waits here while another daemon holds the pipeline;
+            # one-shot runs (`--until-caught-up`, a snapshot copy) fail instead, naming it.
+            one_shot = until_caught_up or snapshot_only
+            token = wait_for_lease(conn, checkpoints, stop, log, wait=not one_shot)
+            evict_stale_reader(config, name, stop, log)
+            keeper = LeaseKeeper(engine, checkpoints, token, log)
             cp = checkpoints.load(conn)
+            _same_source(conn, checkpoints, source, cp)
             schemas = source.prepare(create=may_create(config, name))
-            if cp is None:
+            rules = PipelineRules(config, name)
+            # Target-shaped schemas (renames, drops, constants, casts): what the sink creates.
+            shaped = {t: tt.schema for t, tt in rules.compile_all(schemas).items()}
+            snaps = SnapshotStore(name, schema=tc.state_schema)
+            action = snapshot_plan(
+                pc.snapshot,
+                cp,
+                snaps.tasks(conn, INITIAL, active_only=True),
+                snaps.initial_started(conn),
+            )
+            if cp is None and action == "none":
                 cp = _initial_checkpoint(conn, checkpoints, source, token)
             sink = SqlSink(create_tables=tc.create_tables)
             # Only reads since the last commit; on MySQL the DDL of ensure_table must start
             # outside a transaction, or it would commit that transaction implicitly.
             conn.commit()
-            for table, schema in schemas.items():
+            for table, schema in shaped.items():
                 sink.ensure_table(conn, schema, targets[table])
             conn.commit()
+            EVENTS.pipeline_started(name)
             log.info(
                 "pipeline_started",
                 resume_after=cp.position.to_text() if cp else None,
@@ -89,20 +128,105 @@ def run_once(config: Config, name: str, stop: StopFlag, until_caught_up: bool) -
                 checkpoints=checkpoints,
                 audit=AuditWriter(name, pc.audit, schema=tc.state_schema),
                 targets=targets,
+                rules=rules,
+                dead_letters=DeadLetterStore(tc.state_schema),
                 token=token,
                 stop=stop,
                 log=log,
                 until_caught_up=until_caught_up,
             )
-            loop.known_schemas(schemas)
-            return loop.run(cp.position if cp else None)
+            loop.known_schemas(shaped)
+            try:
+                resume = InitialSnapshot(
+                    name=name,
+                    source=source,
+                    loop=loop,
+                    conn=conn,
+                    checkpoints=checkpoints,
+                    store=snaps,
+                    schemas=schemas,
+                    chunk_rows=pc.snapshot_chunk_rows,
+                    token=token,
+                    log=log,
+                    on_progress=on_progress,
+                ).run(action, cp, fresh_allowed=may_create(config, name))
+            except BaseException:
+                loop.close_writer()
+                raise
+            if snapshot_only:
+                loop.close_writer()
+                return "snapshot_done" if action != "none" else "nothing_to_copy"
+            if pc.signal_table:
+                loop.resnapshot = _resnapshot(
+                    engine=engine,
+                    source=source,
+                    store=snaps,
+                    schemas=schemas,
+                    loop=loop,
+                    log=log,
+                    config=config,
+                    name=name,
+                )
+            return loop.run(resume)
     except ShutdownRequested:
         return "stopped"
     except Exception as e:  # classified right here; nothing is swallowed
+        failed = True
         raise classify(e, f"pipeline {name}") from e
     finally:
         source.close()
+        if keeper is not None:
+            keeper.close(release=not failed)
         engine.dispose()
+
+
+def _resnapshot(
+    *,
+    engine: Engine,
+    source: Source,
+    store: SnapshotStore,
+    schemas: Mapping[TableId, TableSchema],
+    loop: PipelineLoop,
+    log: Any,
+    config: Config,
+    name: str,
+) -> Resnapshot:
+    """Requests are polled on a connection of their own: the loop's belongs to the writer."""
+    pc = config.pipelines[name]
+    assert pc.signal_table is not None
+
+    def poll() -> list[SnapshotTask]:
+        with engine.connect() as c:
+            return store.tasks(c, RESNAPSHOT, active_only=True)
+
+    return Resnapshot(
+        pipeline=name,
+        source=source,
+        signal_table=TableId.parse(pc.signal_table),
+        schemas=schemas,
+        store=store,
+        poll=poll,
+        chunk_rows=pc.snapshot_chunk_rows,
+        emit=loop.feed_copied,
+        in_tx=loop.in_open_transaction,
+        log=log,
+    )
+
+
+def _same_source(
+    conn: Connection, checkpoints: CheckpointStore, source: Source, cp: Checkpoint | None
+) -> None:
+    """Refuse to resume against another server or a lost slot, before anything is created
+    (a slot recreated here would start at today's WAL end and hold WAL for nothing)."""
+    current = source.identity()
+    before = checkpoints.set_source_id(conn, current)
+    if cp is not None:
+        check_source_identity(before, current)
+        probe = getattr(source, "checkpoint_problems", None)
+        problems: list[str] = probe(cp.position) if probe is not None else []
+        if problems:
+            raise PermanentError("; ".join(problems))
+    conn.commit()
 
 
 def _initial_checkpoint(
@@ -128,6 +252,13 @@ def run_pipeline(config: Config, name: str, stop: StopFlag, until_caught_up: boo
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
+        EVENTS.retrying(
+            name,
+            attempt=state.attempt_number,
+            error_class=type(exc).__name__,
+            error=str(exc),
+            sleep=state.upcoming_sleep,
+        )
         log.warning(
             "transient_error_retrying",
             attempt=state.attempt_number,
@@ -147,15 +278,35 @@ def run_pipeline(config: Config, name: str, stop: StopFlag, until_caught_up: boo
         sleep=sleep,
         reraise=True,
     )
-    try:
-        result = retrying(run_once, config, name, stop, until_caught_up)
-    except ShutdownRequested:
-        result = "stopped"
-    except CdcSyncError as e:
-        log.error("pipeline_failed", error_class=type(e).__name__, error=str(e))
-        return Outcome(name, "failed", e)
+    if not until_caught_up:
+        # In the daemon only: verify (never repair) every `verify.every`, on connections of
+        # its own; a failed run is recorded and logged, the stream goes on.
+        start_scheduled_verify(config, name, stop)
+    while True:
+        try:
+            result = retrying(run_once, config, name, stop, until_caught_up)
+        except ShutdownRequested:
+            result = "stopped"
+        except FencedError as e:
+            if until_caught_up:
+                return _failed(name, e, log)
+            # Another daemon took the pipeline over (this one was paused or cut off past
+            # its lease): nothing was committed with the stale token. Stand by again.
+            log.warning("lease_lost_standing_by", error=str(e))
+            continue
+        except CdcSyncError as e:
+            return _failed(name, e, log)
+        break
     log.info("pipeline_finished", result=result)
+    EVENTS.finished(name, result)
     return Outcome(name, result)
+
+
+def _failed(name: str, e: CdcSyncError, log: Any) -> Outcome:
+    log.error("pipeline_failed", error_class=type(e).__name__, error=str(e))
+    EVENTS.failed(name, error_class=type(e).__name__, error=str(e))
+    EVENTS.finished(name, "failed")
+    return Outcome(name, "failed", e)
 
 
 def run_all(

@@ -90,6 +90,7 @@ def table_map(config: Config, pipeline: str) -> dict[TableId, TableId]:
 def build_source(config: Config, pipeline: str) -> Source:
     pc = config.pipelines[pipeline]
     sc = config.sources[pc.source]
+    signal = TableId.parse(pc.signal_table) if pc.signal_table else None
     if isinstance(sc, MysqlSource):
         from cdc_sync.sources.mysql.source import MysqlCapture  # noqa: PLC0415
 
@@ -99,6 +100,7 @@ def build_source(config: Config, pipeline: str) -> Source:
             tables=list(table_map(config, pipeline)),
             position_mode=sc.position_mode,
             heartbeat_seconds=sc.heartbeat_seconds,
+            signal_table=signal,
         )
     assert isinstance(sc, PostgresSource)
     return PgCapture(
@@ -107,6 +109,8 @@ def build_source(config: Config, pipeline: str) -> Source:
         publication=config.publication_for(pipeline),
         tables=list(table_map(config, pipeline)),
         status_interval=sc.status_interval_seconds,
+        signal_table=signal,
+        heartbeat_seconds=sc.heartbeat_seconds,
     )
 
 

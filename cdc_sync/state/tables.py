@@ -12,6 +12,9 @@ from sqlalchemy.dialects import mysql, postgresql
 
 CHECKPOINTS = "cdc_sync_checkpoints"
 AUDIT = "cdc_sync_audit"
+DEAD_LETTERS = "cdc_sync_dead_letters"
+SNAPSHOTS = "cdc_sync_snapshots"
+VERIFY_RUNS = "cdc_sync_verify_runs"
 ALEMBIC_VERSION_TABLE = "cdc_sync_alembic_version"
 
 # Types are chosen to work on PostgreSQL now and MySQL/MariaDB later (issue #3): indexed
@@ -89,6 +92,77 @@ def _build(schema: str | None) -> sa.MetaData:
         sa.Index("ix_cdc_sync_audit_applied_at", "applied_at", postgresql_using="brin"),
         sa.Index("ix_cdc_sync_audit_table_pk", "target_table", "pk", mysql_length={"pk": 255}),
     )
+    sa.Table(
+        DEAD_LETTERS,
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True, autoincrement=True),
+        sa.Column("pipeline", _PIPELINE, nullable=False),
+        sa.Column("source_table", _NAME, nullable=False),
+        sa.Column("target_table", _NAME, nullable=False),
+        sa.Column("op", sa.String(16), nullable=False),
+        # Target-side key (after the key columns' rules: masked / hashed where configured).
+        sa.Column("pk", sa.Text, nullable=True),
+        # Source key, for `dlq retry` to re-read the row; NULL when a key column is masked,
+        # hashed or redacted (the raw key is PII then and is not kept here).
+        sa.Column("source_pk", sa.Text, nullable=True),
+        sa.Column("source_position", sa.Text, nullable=True),
+        sa.Column("source_tx", sa.Text, nullable=True),
+        sa.Column("committed_at", _TS, nullable=True),
+        sa.Column("created_at", _TS, nullable=False, server_default=sa.func.now()),
+        # 'rule': a mapping / cleansing rule refused the row; 'target': the target refused it.
+        sa.Column("stage", sa.String(16), nullable=False),
+        sa.Column("rule", sa.String(64), nullable=True),  # phone, map, cast, filter, custom, …
+        sa.Column("column_name", _NAME, nullable=True),
+        sa.Column("error_code", sa.String(16), nullable=True),  # SQLSTATE / MySQL errno
+        sa.Column("constraint_name", _NAME, nullable=True),
+        sa.Column("reason", sa.Text, nullable=False),  # what to fix; never a row value
+        sa.Column("row_masked", _JSON_DETAIL, nullable=True),  # see transforms masked_row
+        sa.Column("status", sa.String(16), nullable=False, server_default="open"),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+        sa.Column("resolved_at", _TS, nullable=True),
+        sa.Column("resolved_by", sa.Text, nullable=True),
+        sa.Index("ix_cdc_sync_dead_letters_open", "pipeline", "status", "source_table"),
+    )
+    sa.Table(
+        SNAPSHOTS,
+        metadata,
+        # One row per table copy: the initial snapshot's tables and each re-snapshot request.
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True, autoincrement=True),
+        sa.Column("pipeline", _PIPELINE, nullable=False),
+        sa.Column("source_table", _NAME, nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),  # initial | resnapshot
+        sa.Column("status", sa.String(16), nullable=False),  # requested|running|done|failed
+        sa.Column("where_sql", sa.Text, nullable=True),  # re-snapshot slice
+        # Source key of the last row copied (JSON list, audit.keys.json_safe): the resume
+        # point of a keyset scan. A source key, as dead letters keep it (docs/snapshot.md).
+        sa.Column("last_key", sa.Text, nullable=True),
+        sa.Column("rows_done", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+        sa.Column("rows_estimate", sa.BigInteger, nullable=True),
+        sa.Column("position", sa.Text, nullable=True),  # initial: where the stream starts
+        sa.Column("requested_at", _TS, nullable=False, server_default=sa.func.now()),
+        sa.Column("started_at", _TS, nullable=True),
+        sa.Column("updated_at", _TS, nullable=True),
+        sa.Column("finished_at", _TS, nullable=True),
+        sa.Column("detail", sa.Text, nullable=True),  # why it failed; never a row value
+        sa.Index("ix_cdc_sync_snapshots_pipeline", "pipeline", "status"),
+    )
+    sa.Table(
+        VERIFY_RUNS,
+        metadata,
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True, autoincrement=True),
+        sa.Column("pipeline", _PIPELINE, nullable=False),
+        sa.Column("started_at", _TS, nullable=False),
+        sa.Column("finished_at", _TS, nullable=True),
+        sa.Column("position", sa.Text, nullable=True),  # source head the rows were checked at
+        sa.Column("status", sa.String(16), nullable=False),  # equal | differences | error
+        sa.Column("rows_checked", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+        sa.Column("missing", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+        sa.Column("extra", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+        sa.Column("different", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+        sa.Column("repaired", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+        sa.Column("detail", _JSON_DETAIL, nullable=True),  # per table counts; no row values
+        sa.Index("ix_cdc_sync_verify_runs_pipeline", "pipeline", "started_at"),
+    )
     return metadata
 
 
@@ -99,6 +173,9 @@ class StateTables:
     metadata: sa.MetaData
     checkpoints: sa.Table
     audit: sa.Table
+    dead_letters: sa.Table
+    snapshots: sa.Table
+    verify_runs: sa.Table
 
 
 @functools.cache
@@ -106,10 +183,20 @@ def state_tables(schema: str | None = None) -> StateTables:
     """Cached per schema: Table objects are immutable in use and compiled statements reuse."""
     md = _build(schema)
     prefix = f"{schema}." if schema else ""
-    return StateTables(md, md.tables[prefix + CHECKPOINTS], md.tables[prefix + AUDIT])
+    return StateTables(
+        md,
+        md.tables[prefix + CHECKPOINTS],
+        md.tables[prefix + AUDIT],
+        md.tables[prefix + DEAD_LETTERS],
+        md.tables[prefix + SNAPSHOTS],
+        md.tables[prefix + VERIFY_RUNS],
+    )
 
 
 metadata = state_tables().metadata
 """Metadata for the default schema: what Alembic autogenerate compares against."""
 checkpoints = state_tables().checkpoints
 audit = state_tables().audit
+dead_letters = state_tables().dead_letters
+snapshots = state_tables().snapshots
+verify_runs = state_tables().verify_runs

@@ -53,7 +53,14 @@ LIVE = [
     ),
     "UPDATE customers SET balance = balance + 10 WHERE id IN (1, 3)",
     "DELETE FROM call_records WHERE outcome = 'voicemail'",
+    # Not a valid phone number: the phone rule refuses it, it becomes a dead letter.
+    (
+        "INSERT INTO customers (id, name, phone, email) VALUES "
+        "(5, 'Edsger Dijkstra', '12345', 'EWD@example.com')"
+    ),
 ]
+
+_COPIED = 5  # rows in SCHEMA's INSERTs: audited with op 'snapshot'
 
 CONFIG = """
 sources:
@@ -65,7 +72,13 @@ pipelines:
     source: crm
     target: hub
     tables:
-      public.customers: {}
+      public.customers:
+        columns:                        # rules (docs/rules.md): normalise, then mask
+          phone:
+            transforms:
+              - phone: {region: GB, format: e164}
+              - mask: {keep_first: 3, keep_last: 4}
+          email: {transforms: [lower, trim, {validate: email}]}
       public.call_records: {target: public.calls}
 logging: {format: console}
 """
@@ -113,17 +126,20 @@ def main() -> None:
         daemon = subprocess.Popen([*cli, "run", "-c", str(cfg)], env=env)
         try:
             with psycopg.connect(src.dsn("crm"), autocommit=True) as c:
-                # The slot is created on the daemon's first start; wait until it is there,
-                # then make live changes (existing rows are copied by snapshots, issue #5).
-                _wait_for(c, "SELECT count(*) FROM pg_replication_slots", 1)
+                with psycopg.connect(tgt.dsn("hub"), autocommit=True) as t:
+                    # The first start copies the existing rows (snapshot: initial), then
+                    # streams from exactly that point: live changes after it.
+                    done = "SELECT count(*) FROM cdc_sync_snapshots WHERE status = 'done'"
+                    _wait_for(t, done, 2)
                 for sql in LIVE:
                     c.execute(sql)
             with psycopg.connect(tgt.dsn("hub"), autocommit=True) as t:
-                _wait_for(t, "SELECT count(*) FROM cdc_sync_audit", len(LIVE) + 1)
+                _wait_for(t, "SELECT count(*) FROM cdc_sync_audit", _COPIED + len(LIVE) + 1)
                 _print(
                     t,
                     "target public.customers",
-                    "SELECT id, name, do_not_call, balance FROM customers ORDER BY id",
+                    "SELECT id, name, phone, email, do_not_call, balance FROM customers "
+                    "ORDER BY id",
                 )
                 _print(
                     t,
@@ -138,6 +154,12 @@ def main() -> None:
                 )
                 _print(
                     t,
+                    "target cdc_sync_dead_letters",
+                    "SELECT id, source_table, pk, rule, column_name, reason, row_masked "
+                    "FROM cdc_sync_dead_letters ORDER BY id",
+                )
+                _print(
+                    t,
                     "target cdc_sync_checkpoints",
                     "SELECT pipeline, position, committed_at FROM cdc_sync_checkpoints",
                 )
@@ -146,6 +168,8 @@ def main() -> None:
             code = daemon.wait(timeout=30)
         print(f"\n== daemon stopped on SIGTERM with exit code {code}")
         subprocess.run([*cli, "offsets", "show", "-c", str(cfg)], env=env, check=True)
+        print("\n== cdc-sync verify: source (after the masking rules) vs target, row by row")
+        subprocess.run([*cli, "verify", "-c", str(cfg), "-p", "crm_to_hub"], env=env, check=False)
 
 
 if __name__ == "__main__":

@@ -53,8 +53,7 @@ class Route(Cli):
     ) -> None:
         stype, ttype = kind(source_dsn), kind(target_dsn)
         if stype == "mysql" and "server_id" not in source_extra:
-            # Unique per source database: tests share a server, the server_id must differ.
-            source_extra += f", server_id: {1000 + abs(hash(source_dsn)) % 100000}"
+            source_extra += server_id_extra(source_dsn)
         text = CONFIG.format(
             stype=stype,
             ttype=ttype,
@@ -66,6 +65,12 @@ class Route(Cli):
             tables=table_lines(tables),
         )
         self._configure(tmp, pipeline, text, source_dsn, target_dsn)
+
+
+def server_id_extra(source_dsn: str) -> str:
+    """The ``server_id`` of a MySQL source config, unique per source database: tests share
+    a server, and two replicas with one server_id would disconnect each other."""
+    return f", server_id: {1000 + abs(hash(source_dsn)) % 100000}"
 
 
 def my_connect(dsn: str) -> pymysql.connections.Connection:

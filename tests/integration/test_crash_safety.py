@@ -36,7 +36,9 @@ def test_sigkill_at_random_moments(tmp_path: Path, source_dsn: str, target_dsn: 
     # small batches so kills land between, inside and right after target commits
     s = Setup(tmp_path, source_dsn, target_dsn, TABLES, max_rows=50, max_seconds=0.05, flush_rows=7)
     s.drain()
-    work = Workload(source_dsn, seed=11)
+    # Paced: an unpaced writer on a fast machine built a backlog the 50-row batches needed
+    # ~110 s to drain (the CLI timeout is 120 s); the kills, not the backlog, are the test.
+    work = Workload(source_dsn, seed=11, pause=0.003)
     work.start()
     rng = random.Random(5)
     kills = 0

@@ -92,6 +92,9 @@ def test_upgrade_creates_tables_and_is_idempotent(my_target_dsn: str) -> None:
             assert tables(conn) == {
                 "cdc_sync_checkpoints",
                 "cdc_sync_audit",
+                "cdc_sync_dead_letters",
+                "cdc_sync_snapshots",
+                "cdc_sync_verify_runs",
                 "cdc_sync_alembic_version",
             }
             ddl = conn.exec_driver_sql("SHOW CREATE TABLE cdc_sync_audit").one()[1]

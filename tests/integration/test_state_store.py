@@ -77,6 +77,9 @@ def test_upgrade_creates_tables_and_is_idempotent(target_dsn: str) -> None:
     assert tables(target_dsn) == {
         "cdc_sync_checkpoints",
         "cdc_sync_audit",
+        "cdc_sync_dead_letters",
+        "cdc_sync_snapshots",
+        "cdc_sync_verify_runs",
         "cdc_sync_alembic_version",
     }
 

@@ -79,3 +79,70 @@ def test_only_key_values_reach_the_audit_and_renderer_is_a_hook() -> None:
     assert row["detail"] == {"changed": ["email"]} and row["op"] == "update"
     w.discard()
     assert w.pending == 0
+
+
+def _rec(key: int = 5) -> ChangeRecord:
+    schema = TableSchema(
+        T, (Column("id", ColumnType(Kind.INTEGER)), Column("phone", ColumnType(Kind.TEXT))), ("id",)
+    )
+    return ChangeRecord(
+        Op.INSERT, T, schema, None, (key, "+86***"), PgLsn(1), "9", datetime(2026, 1, 1, tzinfo=UTC)
+    )
+
+
+def test_rule_provenance_goes_into_detail_and_a_row_can_be_marked_dead_lettered() -> None:
+    w = AuditWriter("p", "row")
+    rules = (("phone", "phone"), ("phone", "mask"), ("", "filter"))
+    i = w.add(_rec(), T, rules=rules)
+    j = w.add(
+        _rec(6), T, outcome="dead_letter", pk='{"id":6}', extra={"dead_letter": {"rule": "x"}}
+    )
+    assert (i, j) == (0, 1)
+    rows = w.take()
+    w.mark(rows, 0, "dead_letter", {"dead_letter": {"code": "23505"}})
+    first, second = w.as_dicts(rows)
+    assert first["outcome"] == "dead_letter"
+    assert first["detail"] == {
+        "rules": {"phone": ["phone", "mask"], "*": ["filter"]},
+        "dead_letter": {"code": "23505"},
+    }
+    assert second["pk"] == '{"id":6}' and second["detail"] == {"dead_letter": {"rule": "x"}}
+    assert AuditWriter("p", "transaction").add(_rec(), T) == -1
+
+
+def test_stored_keys_read_back_to_canonical_values() -> None:
+    from cdc_sync.audit.dead_letters import key_json  # noqa: PLC0415
+    from cdc_sync.audit.keys import from_json  # noqa: PLC0415
+
+    values = [
+        (ColumnType(Kind.BIGINT), 2**40),
+        (ColumnType(Kind.NUMERIC), Decimal("1.50")),
+        (ColumnType(Kind.UUID), UUID(int=7)),
+        (ColumnType(Kind.DATE), date(2026, 1, 2)),
+        (ColumnType(Kind.TIMESTAMPTZ), datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)),
+        (ColumnType(Kind.TIME), time(1, 2, 3, 4)),
+        (ColumnType(Kind.BYTES), b"\x00\xff"),
+        (ColumnType(Kind.TEXT), "Zoë"),
+        (ColumnType(Kind.BOOLEAN), True),
+    ]
+    for ctype, v in values:
+        text = key_json({"k": v})
+        assert text is not None
+        assert from_json(ctype, json.loads(text)["k"]) == v, (ctype, v)
+
+
+def test_transaction_summary_is_corrected_for_rows_the_target_refused() -> None:
+    w = AuditWriter("p", "transaction")
+    for k in (1, 2, 3):
+        w.add(_rec(k), T)
+    w.end_transaction("9", datetime(2026, 1, 1, tzinfo=UTC), PgLsn(5))
+    rows = w.take()
+    w.refused("9", T, Op.INSERT)  # found by the writer thread after the summary was built
+    w._correct(rows)
+    (summary,) = w.as_dicts(rows)
+    assert summary["detail"] == {
+        "counts": {"s.t": {"insert": 2}},
+        "rows": 2,
+        "outcomes": {"dead_letter": 1},
+    }
+    assert not w._corrections

@@ -10,6 +10,76 @@ import sqlalchemy.exc
 
 from cdc_sync.errors import CdcSyncError, PermanentError, RowLevelError, TransientError
 
+
+class TargetRowError(RowLevelError):
+    """The target refused one row's values. Fields are identifiers and codes only, so a
+    dead letter can store them: never the driver's message (DETAIL holds row values)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None,
+        reason: str,
+        constraint: str | None = None,
+        column: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.constraint, self.column = code, reason, constraint, column
+
+
+# Why the target refused a row, by SQLSTATE: what a DBA reads in the dead letter.
+_PG_REASONS = {
+    "23505": "another target row already has this value of a unique key",
+    "23503": "the row it references does not exist in the target (foreign key)",
+    "23502": "the target column is NOT NULL and the row has no value for it",
+    "23514": "the row violates a check constraint of the target",
+    "23P01": "the row violates an exclusion constraint of the target",
+    "22001": "a value is longer than the target column allows",
+    "22003": "a number is out of range for the target column's type",
+    "22P02": "a value is not valid input for the target column's type",
+    "22007": "a date / time value is not valid for the target column",
+    "22008": "a date / time value is out of range for the target column",
+}
+_MY_REASONS = {
+    1062: "another target row already has this value of a unique key",
+    1452: "the row it references does not exist in the target (foreign key)",
+    1451: "a row referencing it exists in the target (foreign key)",
+    1048: "the target column is NOT NULL and the row has no value for it",
+    1364: "the target column has no default and the row has no value for it",
+    1406: "a value is longer than the target column allows",
+    1264: "a number is out of range for the target column's type",
+    1265: "a value was truncated by the target column's type",
+    1366: "a value is not valid input for the target column's type",
+    1292: "a value is not valid for the target column's type",
+    3819: "the row violates a check constraint of the target",
+    4025: "the row violates a check constraint of the target",
+    3140: "a JSON value is not valid for the target",
+    1300: "a string has characters the target column's character set cannot hold",
+    1153: "the row is larger than the server's max_allowed_packet",
+}
+
+
+def _pg_row_error(err: psycopg.Error, where: str, state: str) -> TargetRowError:
+    diag = err.diag
+    constraint = getattr(diag, "constraint_name", None) or None
+    column = getattr(diag, "column_name", None) or None
+    reason = _PG_REASONS.get(state) or f"the target refused the row ({type(err).__name__})"
+    named = "".join(
+        (
+            f" (constraint {constraint})" if constraint else "",
+            f" (column {column!r})" if column else "",
+        )
+    )
+    return TargetRowError(
+        f"{where}: {reason}{named} (SQLSTATE {state})",
+        code=state,
+        reason=reason,
+        constraint=constraint,
+        column=column,
+    )
+
+
 # Heal by themselves: retry the whole target transaction from the checkpoint.
 _TRANSIENT_CODES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300", "55P03"})
 _TRANSIENT_CLASSES = ("08", "53")
@@ -68,7 +138,13 @@ def classify_mysql_error(err: pymysql.MySQLError, where: str) -> CdcSyncError:
         # No number (0: connection closed) or a client-side 2xxx: the connection failed.
         return TransientError(msg)
     if errno in MYSQL_ROW_LEVEL:
-        return RowLevelError(msg)
+        reason = _MY_REASONS.get(errno or 0, "the target refused the row")
+        return TargetRowError(
+            f"{where}: {what}{reason} (MySQL error {errno})",
+            code=str(errno),
+            reason=reason,
+            column=column,
+        )
     return PermanentError(msg)
 
 
@@ -105,10 +181,11 @@ def classify_db_error(exc: BaseException, table: object | None = None) -> CdcSyn
         return PermanentError(msg)
     if state in _TRANSIENT_CODES or state.startswith(_TRANSIENT_CLASSES):
         return TransientError(msg)
-    if state.startswith("23"):
-        # Integrity violation caused by one row's values: the stream can go on without it
-        # (dead-lettered in a later issue; for now the runtime stops on it).
-        return RowLevelError(msg)
-    # 42 (undefined table/column, syntax, privilege), 28 (auth), 22 (data exception) and
-    # everything else: retrying the same statement cannot succeed.
+    if state.startswith(("23", "22")):
+        # Integrity violation or data exception caused by one row's values: the stream can
+        # go on without it (dead letter). Built from SQLSTATE and identifiers only: the
+        # primary message of a 22 error quotes the value ('invalid input syntax …: "x"').
+        return _pg_row_error(orig, where, state)
+    # 42 (undefined table/column, syntax, privilege), 28 (auth) and everything else:
+    # retrying the same statement cannot succeed.
     return PermanentError(msg)

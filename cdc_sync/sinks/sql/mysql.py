@@ -10,7 +10,7 @@ import pymysql
 
 from cdc_sync.errors import RowLevelError
 from cdc_sync.records import Row, TableId, TableSchema
-from cdc_sync.sinks.sql.errors import classify_db_error, mysql_column, mysql_errno
+from cdc_sync.sinks.sql.errors import TargetRowError, classify_db_error, mysql_column, mysql_errno
 from cdc_sync.sinks.sql.mysql_values import Literal, Refused, literal_for
 from cdc_sync.sinks.sql.plan import Group, Kind
 
@@ -61,9 +61,14 @@ class MySqlWriter:
                 and mysql_errno(e) == 1048
                 and mysql_column(e) == group.schema.key[0]
             ):
-                raise RowLevelError(
-                    f"target table {group.target}: a row collides with another row on a "
-                    "unique index other than the key; it is not merged into that row"
+                # Our upsert turns a clash on another unique index into this 1048 on purpose
+                # (see _upsert); it is reported as the duplicate key it is.
+                reason = "another target row already has this value of a unique key"
+                raise TargetRowError(
+                    f"target table {group.target}: {reason} (a unique index other than the "
+                    "key); the row is not merged into that row",
+                    code="1062",
+                    reason=reason,
                 ) from None
             # from None: the driver's text can carry row values ("Duplicate entry 'x'").
             raise classify_db_error(e, group.target) from None
@@ -98,10 +103,13 @@ class MySqlWriter:
                     lits[i](v)
             except Refused as e:
                 col = group.schema.columns[i]
-                return RowLevelError(
-                    f"target table {group.target}: column {col.name!r} "
-                    f"({col.type.source_name or col.type.kind.value}): value {e.why}; "
-                    "the row is stopped rather than stored altered"
+                kind = col.type.source_name or col.type.kind.value
+                return TargetRowError(
+                    f"target table {group.target}: column {col.name!r} ({kind}): value "
+                    f"{e.why}; the row is stopped rather than stored altered",
+                    code=None,
+                    reason=f"the value {e.why} for the target column ({kind})",
+                    column=col.name,
                 )
         return RowLevelError(f"target table {group.target}: a value was refused")
 

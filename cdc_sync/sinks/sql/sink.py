@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from itertools import groupby
 from typing import Any
@@ -49,6 +49,21 @@ def _nul_column(run: Sequence[Group]) -> RowLevelError | None:
                         "NUL (\\x00) cannot be stored in PostgreSQL; the row is stopped"
                     )
     return None
+
+
+def _savepoint(conn: sa.Connection, sql: str) -> None:
+    """Savepoint statements on the driver connection, inside the runtime's transaction."""
+    if not conn.in_transaction():
+        conn.begin()
+    raw = conn.connection.driver_connection
+    try:
+        if isinstance(raw, psycopg.Connection):
+            raw.execute(sql)
+        else:
+            with raw.cursor() as cur:  # type: ignore[union-attr]
+                cur.execute(sql)
+    except (psycopg.Error, pymysql.MySQLError) as e:
+        raise classify_db_error(e) from None
 
 
 def is_mysql(conn: sa.Connection) -> bool:
@@ -137,6 +152,39 @@ class SqlSink:
                     target = _target_of(run, e) if pipelined else str(group.target)
                     # from None: the driver's exception text carries DETAIL (row values).
                     raise classify_db_error(e, target) from None
+
+    def apply_or_reject(
+        self,
+        conn: sa.Connection,
+        items: Sequence[tuple[ChangeRecord, TableId]],
+        reject: Callable[[int, RowLevelError], None],
+    ) -> None:
+        """Like :meth:`apply`, but a row the target refuses does not fail the batch: it is
+        reported as ``reject(index in items, error)`` and every other row is applied.
+
+        The batch runs under a savepoint; only when a row-level error comes back is it rolled
+        back to it and re-run row by row, each row under a savepoint of its own. The happy
+        path costs two statements per call; refused rows cost a round trip each."""
+        if not items:
+            return
+        _savepoint(conn, "SAVEPOINT cdc_sync_batch")
+        try:
+            self.apply(conn, items)
+        except RowLevelError:
+            _savepoint(conn, "ROLLBACK TO SAVEPOINT cdc_sync_batch")
+        else:
+            _savepoint(conn, "RELEASE SAVEPOINT cdc_sync_batch")
+            return
+        for i, item in enumerate(items):
+            _savepoint(conn, "SAVEPOINT cdc_sync_row")
+            try:
+                self.apply(conn, [item])
+            except RowLevelError as e:
+                _savepoint(conn, "ROLLBACK TO SAVEPOINT cdc_sync_row")
+                reject(i, e)
+            else:
+                _savepoint(conn, "RELEASE SAVEPOINT cdc_sync_row")
+        _savepoint(conn, "RELEASE SAVEPOINT cdc_sync_batch")
 
     def _apply_mysql(self, conn: sa.Connection, groups: Sequence[Group]) -> None:
         raw = conn.connection.driver_connection

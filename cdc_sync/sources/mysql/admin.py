@@ -33,7 +33,7 @@ def _no_binlog() -> PermanentError:
     )
 
 
-def _gtid_at(conn: Any, file: str, pos: int) -> str:
+def gtid_at(conn: Any, file: str, pos: int) -> str:
     rows = query(conn, "SELECT BINLOG_GTID_POS(%s, %s)", (file, pos))
     return str(rows[0][0]) if rows and rows[0][0] is not None else ""
 
@@ -46,7 +46,7 @@ def head(conn: Any, info: ServerInfo, by_gtid: bool) -> BinlogPosition:
     file, pos = str(row[0]), int(row[1])
     gtid = ""
     if by_gtid and info.mariadb:
-        gtid = _gtid_at(conn, file, pos)
+        gtid = gtid_at(conn, file, pos)
     elif by_gtid:
         gtid = str(row[4] or "").replace("\n", "") if len(row) > 4 else ""
     return BinlogPosition(file, pos, gtid)
@@ -60,7 +60,7 @@ def checkpoint_problems(
     if not logs:
         return [str(_no_binlog())]
     if by_gtid and pos.gtid and info.mariadb:
-        oldest = _gtid_at(conn, logs[0], 4)
+        oldest = gtid_at(conn, logs[0], 4)
         missing = MariaGtidState(pos.gtid).missing_from(MariaGtidState(oldest))
         if missing:
             return [
@@ -194,3 +194,47 @@ def settings_problems(conn: Any, info: ServerInfo, server_id: int, mode: str) ->
         )
     out += _server_id_problems(conn, info, server_id)
     return out
+
+
+# -- the signal table (DBLog watermarks) ------------------------------------------------------
+
+
+def _qualified(table: TableId) -> str:
+    return f"`{table.schema.replace('`', '``')}`.`{table.name.replace('`', '``')}`"
+
+
+def signal_table_sql(table: TableId) -> str:
+    """The DDL of a signal table: one watermark row per pipeline, updated in place."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {_qualified(table)} (pipeline VARCHAR(100) NOT NULL "
+        "PRIMARY KEY, value VARCHAR(200) NOT NULL, updated_at DATETIME(6) NOT NULL DEFAULT "
+        "CURRENT_TIMESTAMP(6)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;"
+    )
+
+
+def table_exists(conn: Any, table: TableId) -> bool:
+    return bool(
+        query(
+            conn,
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+            (table.schema, table.name),
+        )
+    )
+
+
+def create_signal_table(conn: Any, table: TableId) -> None:
+    query(conn, signal_table_sql(table).rstrip(";").replace("%", "%%"))
+
+
+def write_signal(conn: Any, table: TableId, pipeline: str, value: str) -> None:
+    """Upsert the pipeline's watermark; ``conn`` is in autocommit, so it commits at once.
+
+    ``updated_at`` changes every time: an upsert that changes nothing writes no row event.
+    """
+    query(
+        conn,
+        f"INSERT INTO {_qualified(table).replace('%', '%%')} (pipeline, value, updated_at) "
+        "VALUES (%s, %s, NOW(6)) ON DUPLICATE KEY UPDATE value = VALUES(value), "
+        "updated_at = NOW(6)",
+        (pipeline, value),
+    )

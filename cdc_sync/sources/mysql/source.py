@@ -9,8 +9,9 @@ import pymysql
 
 from cdc_sync.config.dsn import MysqlDsn
 from cdc_sync.errors import CdcSyncError, PermanentError
-from cdc_sync.records import BinlogPosition, Position, SourceEvent, TableId, TableSchema
-from cdc_sync.sources.mysql import admin, catalog
+from cdc_sync.records import BinlogPosition, Position, Row, SourceEvent, TableId, TableSchema
+from cdc_sync.sources.base import SourceHealth
+from cdc_sync.sources.mysql import admin, catalog, fetch, health, snapshot
 from cdc_sync.sources.mysql.decoder import BinlogDecoder
 from cdc_sync.sources.mysql.errors import RESNAPSHOT_HINT, classify
 from cdc_sync.sources.mysql.gtids import GtidState, MariaGtidState, MysqlGtidState
@@ -29,7 +30,10 @@ def _as_binlog(position: Position | None, what: str) -> BinlogPosition | None:
 class MysqlCapture:
     """Capture configured tables of one MySQL / MariaDB server from its binlog.
 
-    Nothing is created on the server; the checkpoint in the target is the only state.
+    Nothing is created on the server but the ``signal_table`` (DBLog watermarks, created by
+    ``prepare(create=True)`` when missing), which is streamed like a configured table and
+    left out of the schemas ``prepare`` / ``table_schemas`` return. The checkpoint in the
+    target is the only state.
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class MysqlCapture:
         *,
         position_mode: str = "auto",
         heartbeat_seconds: float = 1.0,
+        signal_table: TableId | None = None,
     ) -> None:
         self._dsn, self._server_id, self._tables = dsn, server_id, list(dict.fromkeys(tables))
         self._mode, self._heartbeat = position_mode, heartbeat_seconds
@@ -47,6 +52,11 @@ class MysqlCapture:
             raise PermanentError(f"position_mode must be one of {_MODES}, not {position_mode!r}")
         if not self._tables:
             raise PermanentError("a MySQL source needs at least one table")
+        if signal_table in self._tables:
+            raise PermanentError(f"the signal table {signal_table} is also a configured table")
+        self._signal = signal_table
+        # What the stream reads: the configured tables and the signal table.
+        self._captured = [*self._tables, signal_table] if signal_table else self._tables
         self._conn: Any = None
         self._reader: Any = None
         self._info: catalog.ServerInfo | None = None
@@ -93,19 +103,31 @@ class MysqlCapture:
         try:
             conn = self._catalog()
             info = self._server()
-            out = admin.problems(conn, info, self._server_id, self._mode, self._tables)
-            _, errors = catalog.read_schemas(conn, self._tables, info.mariadb)
+            tables = self._tables
+            # A missing signal table is created by prepare (create is always allowed here).
+            if self._signal is not None and admin.table_exists(conn, self._signal):
+                tables = self._captured
+            out = admin.problems(conn, info, self._server_id, self._mode, tables)
+            _, errors = catalog.read_schemas(conn, tables, info.mariadb)
         except pymysql.err.MySQLError as e:
             raise classify(e, "cannot check the source server") from e
         return out + [str(e) for e in errors]
 
     def prepare(self, create: bool) -> Mapping[TableId, TableSchema]:
-        """Validate the configured tables; nothing is created (``create`` has no effect)."""
+        """Validate the configured tables; ``create``: create the signal table if missing."""
         try:
             conn = self._catalog()
             info = self._server()
             unready = admin.settings_problems(conn, info, self._server_id, self._mode)
-            schemas, errors = catalog.read_schemas(conn, self._tables, info.mariadb)
+            tables = self._tables
+            if self._signal is not None:
+                if create:
+                    admin.create_signal_table(conn, self._signal)  # IF NOT EXISTS
+                if create or admin.table_exists(conn, self._signal):
+                    tables = self._captured
+                else:
+                    unready += _signal_missing(self._signal)
+            schemas, errors = catalog.read_schemas(conn, tables, info.mariadb)
         except pymysql.err.MySQLError as e:
             raise classify(e, "cannot read the source tables") from e
         if unready:
@@ -120,7 +142,68 @@ class MysqlCapture:
                 "the MySQL source is not ready:\n" + "\n".join(f"  - {e}" for e in errors)
             )
         self._schemas = schemas
+        # Callers compile rules for what we return: the signal table is not theirs.
+        return {t: s for t, s in schemas.items() if t != self._signal}
+
+    def table_schemas(self) -> Mapping[TableId, TableSchema]:
+        """The configured tables' schemas from information_schema, without the settings checks."""
+        try:
+            conn = self._catalog()
+            schemas, errors = catalog.read_schemas(conn, self._tables, self._server().mariadb)
+        except pymysql.err.MySQLError as e:
+            raise classify(e, "cannot read the source tables") from e
+        if len(errors) == 1:
+            raise errors[0]  # keeps its type, as in prepare()
+        if errors:
+            raise PermanentError(
+                "the MySQL source is not ready:\n" + "\n".join(f"  - {e}" for e in errors)
+            )
         return dict(schemas)
+
+    def fetch_rows(
+        self, table: TableId, schema: TableSchema, keys: Sequence[tuple[object, ...]]
+    ) -> list[Row | None]:
+        """The current committed row per key (None: no such row), decoded as the binlog is."""
+        if not keys:
+            return []
+        mariadb = self._server().mariadb
+        return fetch.fetch_rows(self._catalog(), table, schema, keys, mariadb=mariadb)
+
+    def open_snapshot(self, fresh: bool) -> snapshot.MysqlSnapshot:
+        """A consistent read view on a connection of its own; ``fresh``: ``position`` is the
+        binlog position it matches, in ``head()``'s form, for ``stream()`` to resume after."""
+        by_gtid = self._by_gtid() if fresh else False
+        return snapshot.open_session(self._dsn, self._server(), fresh=fresh, by_gtid=by_gtid)
+
+    def read_chunk(
+        self,
+        table: TableId,
+        schema: TableSchema,
+        after: tuple[object, ...] | None,
+        limit: int,
+        where: str | None = None,
+    ) -> list[Row]:
+        """A chunk of the current committed rows (a short transaction on the catalog
+        connection; the binlog connection is never touched)."""
+        mariadb = self._server().mariadb
+        return snapshot.read_committed_chunk(
+            self._catalog(), table, schema, after, limit, where=where, mariadb=mariadb
+        )
+
+    def last_chunk_sees(self, xid: str) -> bool:
+        """Always True: with ordered commits (binlog_order_commits, the default) InnoDB makes
+        a transaction visible before any later one in the binlog commits, so everything
+        logged before the low watermark is in the chunk."""
+        del xid
+        return True
+
+    def write_signal(self, pipeline: str, value: str) -> None:
+        if self._signal is None:
+            raise PermanentError("no signal table is configured for this pipeline")
+        try:
+            admin.write_signal(self._catalog(), self._signal, pipeline, value)
+        except pymysql.err.MySQLError as e:
+            raise classify(e, f"cannot write the watermark into {self._signal}") from e
 
     def head(self) -> BinlogPosition:
         try:
@@ -167,11 +250,11 @@ class MysqlCapture:
                 by_gtid = bool(start.gtid)  # no GTID state known there: resume by file:pos
         state = self._new_state(start.gtid) if by_gtid else None
         skip_to = start if resume is not None else None
-        decoder = BinlogDecoder(self._tables, start, state, skip_to, self._json_columns)
+        decoder = BinlogDecoder(self._captured, start, state, skip_to, self._json_columns)
         decoder.known_schemas(self._schemas)
         self.close_stream()
         reader = self._reader = open_reader(
-            self._dsn, server_id=self._server_id, tables=self._tables,
+            self._dsn, server_id=self._server_id, tables=self._captured,
             heartbeat_seconds=self._heartbeat, start=start, by_gtid=by_gtid,
             mariadb=self._server().mariadb,
         )  # fmt: skip
@@ -207,6 +290,18 @@ class MysqlCapture:
         gtid = str(rows[0][0]) if rows and rows[0][0] is not None else ""
         return BinlogPosition(pos.file, pos.pos, gtid)
 
+    def health(self) -> SourceHealth:
+        try:
+            return health.read_health(self._catalog())
+        except pymysql.err.MySQLError as e:
+            raise classify(e, "cannot read the source's binlog retention") from e
+
+    def identity(self) -> str:
+        try:
+            return health.identity(self._catalog(), self._server())
+        except pymysql.err.MySQLError as e:
+            raise classify(e, "cannot read the source server's identity") from e
+
     def ack(self, position: Position) -> None:
         """Nothing to tell a MySQL server: the checkpoint in the target is the truth."""
 
@@ -220,3 +315,8 @@ class MysqlCapture:
         conn, self._conn = self._conn, None
         if conn is not None and conn.open:
             conn.close()
+
+
+def _signal_missing(table: TableId) -> list[str]:
+    return [f"signal table {table} does not exist and creating it is not allowed; "
+            f"fix: {admin.signal_table_sql(table)}"]  # fmt: skip

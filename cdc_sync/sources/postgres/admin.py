@@ -21,22 +21,24 @@ class SlotInfo:
     database: str | None
     active_pid: int | None
     confirmed_flush: str | None
+    wal_status: str | None = None  # 'lost': invalidated, its WAL is gone
 
 
 def slot_info(conn: Conn, slot: str) -> SlotInfo | None:
     row = conn.execute(
-        "SELECT plugin, database, active_pid, confirmed_flush_lsn::text "
+        "SELECT plugin, database, active_pid, confirmed_flush_lsn::text, wal_status "
         "FROM pg_replication_slots WHERE slot_name = %s",
         (slot,),
     ).fetchone()
     if row is None:
         return None
-    plugin, db, pid, flush = row
+    plugin, db, pid, flush, status = row
     return SlotInfo(
         None if plugin is None else str(plugin),
         None if db is None else str(db),
         None if pid is None else int(str(pid)),
         None if flush is None else str(flush),
+        None if status is None else str(status),
     )
 
 
@@ -196,3 +198,68 @@ def _publication_problems(
                 f"every table (not owned: {', '.join(not_owned)}); "
                 f"fix (as a superuser or owner): {fix}"]  # fmt: skip
     return []
+
+
+# -- the signal table (DBLog watermarks) and slots with an exported snapshot ----------------
+
+
+def table_exists(conn: Conn, table: TableId) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (table.schema, table.name),
+    ).fetchone()
+    return row is not None
+
+
+_SIGNAL_COLUMNS = (
+    "(pipeline varchar(100) PRIMARY KEY, value varchar(200) NOT NULL, "
+    "updated_at timestamptz NOT NULL DEFAULT now())"
+)
+
+
+def signal_table_sql(table: TableId) -> str:
+    """The DDL of a signal table: one watermark row per pipeline, updated in place."""
+    return f"CREATE TABLE IF NOT EXISTS {qualified(table)} {_SIGNAL_COLUMNS};"
+
+
+def signal_problem(conn: Conn, table: TableId, may_create: bool) -> list[str]:
+    if may_create or table_exists(conn, table):
+        return []
+    return [f"signal table {table} does not exist and creating it is not allowed; "
+            f"fix: {signal_table_sql(table)}"]  # fmt: skip
+
+
+def create_signal_table(conn: Conn, table: TableId) -> None:
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} " + _SIGNAL_COLUMNS).format(
+            sql.Identifier(table.schema, table.name)
+        )
+    )
+
+
+def write_signal(conn: Conn, table: TableId, pipeline: str, value: str) -> None:
+    """Upsert the pipeline's watermark; ``conn`` is in autocommit, so it commits at once."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (pipeline, value) VALUES (%s, %s) ON CONFLICT (pipeline) "
+            "DO UPDATE SET value = EXCLUDED.value, updated_at = now()"
+        ).format(sql.Identifier(table.schema, table.name)),
+        (pipeline, value),
+    )
+
+
+def recreate_slot_exported(repl: Conn, slot: str, drop: bool) -> tuple[str, str]:
+    """On a replication connection: drop the slot (when ``drop``), create it again with an
+    exported snapshot; (consistent_point, snapshot_name).
+
+    The snapshot stays importable only while ``repl`` runs no other command and stays open.
+    Slot names are checked by the caller (a-z, 0-9, _): the walsender takes no parameters.
+    """
+    if drop:
+        repl.execute(f'DROP_REPLICATION_SLOT "{slot}"')  # no WAIT: fails (55006) when in use
+    row = repl.execute(
+        f"CREATE_REPLICATION_SLOT \"{slot}\" LOGICAL pgoutput (SNAPSHOT 'export')"
+    ).fetchone()
+    assert row is not None
+    return str(row[1]), str(row[2])

@@ -1,0 +1,1 @@
+"""Verification, pure: canonical value text, row digests, chunk summaries and narrowing."""
