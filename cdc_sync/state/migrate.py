@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,9 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+_ALEMBIC = threading.Lock()
+
+
 def upgrade(connection: sa.Connection, schema: str | None = None) -> None:
     """Upgrade to head inside the caller's transaction; the caller commits.
 
@@ -82,7 +86,11 @@ def _upgrade(connection: sa.Connection, schema: str | None) -> None:
         return
     from alembic import command  # noqa: PLC0415
 
-    command.upgrade(alembic_config(connection, schema), "head")
+    # Alembic keeps the running migration's context in module globals (alembic.context,
+    # alembic.op): two pipelines of one daemon upgrading at once from their threads would
+    # run on each other's connection (seen: a two-way link's directions starting together).
+    with _ALEMBIC:
+        command.upgrade(alembic_config(connection, schema), "head")
 
 
 def _upgrade_mysql(connection: sa.Connection, schema: str | None) -> None:
