@@ -17,6 +17,7 @@ from cdc_sync.cli_common import (
     config_option,
     pipeline_option,
 )
+from cdc_sync.cli_conflicts import conflicts
 from cdc_sync.cli_replay import replay
 from cdc_sync.cli_status import status
 from cdc_sync.cli_verify import verify
@@ -397,3 +398,4 @@ def dlq_discard(
 main.add_command(verify)
 main.add_command(replay)
 main.add_command(status)
+main.add_command(conflicts)

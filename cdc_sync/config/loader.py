@@ -101,11 +101,13 @@ def load_config(path: str | Path) -> Config:
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
             for line in msg.split("\n"):
-                own_path = line.startswith(("pipelines.", "sources."))
+                own_path = line.startswith(("pipelines.", "sources.", "links."))
                 text = line if own_path or not loc else f"{loc}: {line}"
                 if text not in lines:
                     lines.append(text)
         raise ConfigError(lines) from None
+    if not config.pipelines:
+        problems.append("pipelines: at least one pipeline (or link) is required")
     if problems:
         raise ConfigError(problems)
     return config

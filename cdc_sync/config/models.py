@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from cdc_sync.config.dsn import parse_mysql_dsn
+from cdc_sync.config.links import LinkConfig, LinkRole, expand, link_roles
 from cdc_sync.config.rules import TableRules
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,40}$"
@@ -224,11 +225,18 @@ class LoggingConfig(_Model):
 
 class Config(_Model):
     sources: dict[str, SourceConfig]
-    targets: dict[str, TargetConfig]
-    pipelines: dict[str, PipelineConfig]
+    targets: dict[str, TargetConfig] = Field(default_factory=dict)
+    pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
+    # Two-way sync: each link adds one pipeline per direction to ``pipelines``.
+    links: dict[str, LinkConfig] = Field(default_factory=dict)
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
     alerts: AlertsConfig = AlertsConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_links(cls, data: object) -> object:
+        return expand(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -250,6 +258,10 @@ class Config(_Model):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def link_role(self, pipeline: str) -> LinkRole | None:
+        """The link a pipeline belongs to (one of its two directions), or None."""
+        return link_roles(self.links).get(pipeline) if self.links else None
 
     def slot_for(self, pipeline: str) -> str:
         src = self.sources[self.pipelines[pipeline].source]

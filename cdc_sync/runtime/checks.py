@@ -8,7 +8,7 @@ import sqlalchemy as sa
 import sqlalchemy.exc
 
 from cdc_sync.checkpoint.store import CheckpointStore
-from cdc_sync.config.models import Config
+from cdc_sync.config.models import Config, PostgresSource
 from cdc_sync.errors import CdcSyncError, ConfigError
 from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.rules import PipelineRules
@@ -158,7 +158,45 @@ def _rule_problems(config: Config, name: str) -> list[str]:
     return []
 
 
+def _link_problems(config: Config, name: str) -> list[str]:
+    """A link direction: origin / marker privileges on the target, full old rows on a
+    PostgreSQL source, commit timestamps on a PostgreSQL target for last_write_wins."""
+    role = config.link_role(name)
+    if role is None:
+        return []
+    from cdc_sync.config.links import origin_name  # noqa: PLC0415
+    from cdc_sync.runtime.link import require_full_images  # noqa: PLC0415
+    from cdc_sync.sinks.sql.origin import OriginTag  # noqa: PLC0415
+
+    pc = config.pipelines[name]
+    problems: list[str] = []
+    sc = config.sources[pc.source]
+    if isinstance(sc, PostgresSource):
+        try:
+            require_full_images(sc.dsn.get_secret_value(), list(table_map(config, name)))
+        except CdcSyncError as e:
+            problems.append(f"source: {e}")
+    engine = target_engine(config, name)
+    try:
+        with engine.connect() as conn:
+            tag = OriginTag(origin_name(name), config.targets[pc.target].state_schema)
+            problems += [f"target: {p}" for p in tag.problems(conn)]
+            lww = any(t.conflict.rule == "last_write_wins" for t in role.tables.values())
+            if lww and conn.dialect.name == "postgresql":
+                on = conn.exec_driver_sql("SHOW track_commit_timestamp").scalar()
+                if on != "on":
+                    problems.append(
+                        "target: last_write_wins needs commit timestamps; fix: ALTER SYSTEM "
+                        "SET track_commit_timestamp = on; then restart the server"
+                    )
+    except _PROBE_ERRORS as e:
+        problems.append(f"target: {classify(e, 'cannot connect to target')}")
+    finally:
+        engine.dispose()
+    return problems
+
+
 def check_pipeline(config: Config, name: str) -> list[str]:
     out = _source_problems(config, name) + _rule_problems(config, name)
-    out += _target_problems(config, name)
+    out += _target_problems(config, name) + _link_problems(config, name)
     return out + _checkpoint_problems(config, name)

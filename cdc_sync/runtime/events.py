@@ -36,6 +36,8 @@ class Listener:
 
     def dead_lettered(self, pipeline: str, table: str, stage: str) -> None: ...
 
+    def conflict(self, pipeline: str, table: str, kind: str, winner: str) -> None: ...
+
     def retrying(
         self, pipeline: str, *, attempt: int, error_class: str, error: str, sleep: float
     ) -> None: ...
@@ -116,6 +118,9 @@ class Events(Listener):
 
     def dead_lettered(self, pipeline: str, table: str, stage: str) -> None:
         self._each("dead_lettered", pipeline, table, stage)
+
+    def conflict(self, pipeline: str, table: str, kind: str, winner: str) -> None:
+        self._each("conflict", pipeline, table, kind, winner)
 
     def retrying(
         self, pipeline: str, *, attempt: int, error_class: str, error: str, sleep: float

@@ -25,10 +25,13 @@ from cdc_sync.records import (
     TxCommit,
 )
 from cdc_sync.runtime.events import EVENTS, Throttle
+from cdc_sync.runtime.link import LinkApplier
+from cdc_sync.runtime.link_stamp import Stamper
 from cdc_sync.runtime.resnapshot import Resnapshot
 from cdc_sync.runtime.rules import PipelineRules, target_letter
 from cdc_sync.runtime.stop import StopFlag
 from cdc_sync.runtime.writer import OrderedWriter
+from cdc_sync.sinks.sql.origin import OriginTag
 from cdc_sync.sinks.sql.sink import SqlSink, is_mysql
 from cdc_sync.sources.base import Source
 from cdc_sync.transforms import TableTransform
@@ -86,6 +89,8 @@ class CommitLoop:
         log: Any,
         until_caught_up: bool = False,
         on_batch: Callable[[int, float], None] | None = None,
+        link: LinkApplier | None = None,
+        tag: OriginTag | None = None,
     ) -> None:
         self.name, self.cfg, self.source, self.conn = name, config, source, conn
         self.sink, self.checkpoints, self.audit = sink, checkpoints, audit
@@ -113,6 +118,11 @@ class CommitLoop:
         self._per_table: Counter[tuple[str, str]] = Counter()
         self._alive = Throttle(1.0)
         self._next_keep_alive = time.monotonic() + _IDLE_SECONDS
+        # Two-way links: every target transaction is tagged with our origin (the other
+        # direction's capture drops it), and each change is checked for a conflict first.
+        self.link, self.tag = link, tag
+        self.stamper: Stamper | None = None  # a link's MySQL side: local commit times
+        self._link_index: list[int] = []  # per pending item: its audit row (-1: none)
 
     def known_schemas(self, schemas: Mapping[TableId, TableSchema]) -> None:
         self._schemas.update(schemas)
@@ -144,9 +154,13 @@ class CommitLoop:
         self._next_keep_alive = now + _IDLE_SECONDS
         conn, checkpoints, token = self.conn, self.checkpoints, self.token
 
+        tag = self.tag
+
         def job() -> None:
             checkpoints.keep_alive(conn, position, token)
             conn.commit()
+            if tag is not None:
+                tag.ended()
 
         done = self._writer.submit(job)
         # Acknowledged like a batch: only after that commit has finished.
@@ -169,8 +183,12 @@ class CommitLoop:
             if self._batch.last_commit is not None:
                 self._commit(self._batch)
 
+            tag = self.tag
+
             def clean_ddl() -> None:
                 conn.commit()  # only reads can be open here
+                if tag is not None:
+                    tag.ended()
                 sink.ensure_table(conn, schema, target)
 
             self._writer.submit(clean_ddl)
@@ -202,11 +220,13 @@ class CommitLoop:
             self._per_table.update((str(t), r.op.value) for r, t in items)
         origin, self._origin = self._origin, []
         letters, self._letters = self._letters, []
+        link_index, self._link_index = self._link_index, []
         rows = self.audit.take()
         if not items and not rows and not letters:
             return
         sink, audit, conn, log = self.sink, self.audit, self.conn, self.log
         store, pipeline, dlq = self.dead_letters, self.name, self._dlq
+        link, tag = self.link, self.tag
 
         def refused(i: int, err: RowLevelError) -> None:
             rec, tt, index = origin[i]
@@ -230,6 +250,20 @@ class CommitLoop:
             )
 
         def job() -> None:
+            nonlocal items, origin
+            if items and tag is not None:
+                tag.tag(conn)  # first, so the marker row leads the transaction (MySQL)
+            if items and link is not None:
+                res = link.resolve(conn, items, link_index)
+                for index, outcome, extra in res.marks:
+                    audit.mark(rows, index, outcome, extra)
+                letters.extend(res.letters)
+                if dlq:
+                    origin = [origin[i] for i in res.keep]
+                items = res.items
+                link.store.write(conn, res.conflicts)
+                if link.corrections is not None:
+                    link.corrections.write(conn, res.corrections)
             if items and dlq:
                 sink.apply_or_reject(conn, items, refused)
             elif items:
@@ -243,12 +277,19 @@ class CommitLoop:
         last = batch.last_commit
         assert last is not None
         self._flush()
-        conn, checkpoints, token = self.conn, self.checkpoints, self.token
+        conn, checkpoints, token, tag = self.conn, self.checkpoints, self.token, self.tag
+        fixes = self.link.corrections if self.link is not None else None
 
         def commit() -> None:
             # Checkpoint in the same transaction as the rows and audit; fenced by our token.
             checkpoints.save(conn, last.end_position, last.xid, last.commit_time, token)
             conn.commit()
+            if tag is not None:
+                tag.ended()
+            if fixes is not None:
+                fixes.apply(conn)  # only once the resolution is durable
+                if tag is not None:
+                    tag.ended()
 
         done = self._writer.submit(commit)
         per_table, self._per_table = self._per_table, Counter()
@@ -300,6 +341,13 @@ class CommitLoop:
 
     def _rollback_open(self) -> None:
         self._pending, self._origin, self._letters = [], [], []
+        self._link_index = []
         self.audit.discard()
-        conn = self.conn
-        self._writer.submit(conn.rollback)
+        conn, tag = self.conn, self.tag
+
+        def rollback() -> None:
+            conn.rollback()
+            if tag is not None:
+                tag.ended()
+
+        self._writer.submit(rollback)

@@ -129,6 +129,12 @@ class MetricsListener(Listener):
             [*p, "table", "stage"],
             registry=r,
         )
+        self.conflicts = Counter(
+            "cdc_sync_conflicts",
+            "Two-way link conflicts, by target table, kind and winner.",
+            [*p, "table", "kind", "winner"],
+            registry=r,
+        )
         t = [*p, "table"]
         self.snap_rows = Gauge(
             "cdc_sync_snapshot_rows", "Rows copied by the table's snapshot.", t, registry=r
@@ -191,6 +197,10 @@ class MetricsListener(Listener):
     def dead_lettered(self, pipeline: str, table: str, stage: str) -> None:
         if self.enabled:
             self.dead_letters.labels(pipeline, table, stage).inc()
+
+    def conflict(self, pipeline: str, table: str, kind: str, winner: str) -> None:
+        if self.enabled:
+            self.conflicts.labels(pipeline, table, kind, winner).inc()
 
     def retrying(
         self, pipeline: str, *, attempt: int, error_class: str, error: str, sleep: float

@@ -23,6 +23,7 @@ from cdc_sync.records import (
     TxCommit,
 )
 from cdc_sync.runtime.events import EVENTS
+from cdc_sync.runtime.link import NO_CHECK
 from cdc_sync.runtime.loop_commit import Batch, CommitLoop
 from cdc_sync.runtime.rules import masked_pk, rule_letter
 from cdc_sync.transforms import RuleError, TableTransform
@@ -72,6 +73,8 @@ class PipelineLoop(CommitLoop):
                 self._batch.transactions += 1
                 self._batch.last_commit = ev
                 self.audit.end_transaction(ev.xid, ev.commit_time, ev.end_position)
+                if self.stamper is not None:
+                    self.stamper.commit(ev.end_position)
                 if head is not None and ev.end_position >= head:
                     self._commit(self._batch)
                     return "caught_up"
@@ -87,6 +90,8 @@ class PipelineLoop(CommitLoop):
             self._ack_finished()
             if in_tx is None and isinstance(ev, Heartbeat):
                 self._idle_keep_alive(ev.position)
+                if self.stamper is not None:
+                    self.stamper.heartbeat(ev.position)
             if in_tx is None:
                 if self.resnapshot is not None and not self.stop.is_set:
                     self.resnapshot.tick()
@@ -140,13 +145,15 @@ class PipelineLoop(CommitLoop):
         in one target transaction: a crash resumes at the last committed chunk."""
         self.audit.end_transaction(xid, commit_time, position)
         self._flush()
-        conn, checkpoints, token = self.conn, self.checkpoints, self.token
+        conn, checkpoints, token, tag = self.conn, self.checkpoints, self.token, self.tag
 
         def commit() -> None:
             then(conn)
             # Same position again (idempotent), but fenced: a stale daemon cannot commit.
             checkpoints.save(conn, position, None, None, token)
             conn.commit()
+            if tag is not None:
+                tag.ended()
 
         return self._writer.submit(commit)
 
@@ -168,6 +175,8 @@ class PipelineLoop(CommitLoop):
             return
         if self.resnapshot is not None and self.resnapshot.watching:
             self.resnapshot.saw(rec)
+        if self.stamper is not None:
+            self.stamper.saw(rec)
         # Compiled once per source schema; a schema change recompiles (a rule naming a
         # dropped column stops here with its key path).
         tt = self.rules.for_schema(rec.schema)
@@ -205,6 +214,9 @@ class PipelineLoop(CommitLoop):
         self._pending.append((out, target))
         if self._dlq:
             self._origin.append((rec, tt, index))
+        if self.link is not None:
+            # Copied rows (a link's seed) are not checked for conflicts: the seed side wins.
+            self._link_index.append(NO_CHECK if self._audit_op == "snapshot" else index)
         if len(self._pending) >= self.cfg.batch.flush_rows:
             # A big source transaction streams into the open target transaction in chunks
             # instead of being held in memory; it is committed only at its TxCommit.

@@ -23,6 +23,8 @@ class PipelineRules:
         pc = config.pipelines[pipeline]
         self._tables = {TableId.parse(name): (name, tc) for name, tc in pc.tables.items()}
         self._compiled: dict[TableId, TableTransform] = {}
+        # A two-way link compares old rows with the target's: it needs them in full.
+        self._full_before = config.link_role(pipeline) is not None
 
     def _path(self, name: str) -> str:
         return f"pipelines.{self.pipeline}.tables.{name}"
@@ -37,6 +39,7 @@ class PipelineRules:
         tt = self._compiled[schema.table] = compile_table(
             schema.table, tc, schema, self._path(name)
         )
+        tt.full_before = self._full_before
         return tt
 
     def compile_all(self, schemas: Mapping[TableId, TableSchema]) -> dict[TableId, TableTransform]:

@@ -20,11 +20,13 @@ from tenacity import (
 )
 
 from cdc_sync import logs
+from cdc_sync.audit.conflicts import ConflictStore
 from cdc_sync.audit.dead_letters import DeadLetterStore
 from cdc_sync.audit.writer import AuditWriter
 from cdc_sync.checkpoint.snapshots import INITIAL, RESNAPSHOT, SnapshotStore, SnapshotTask
 from cdc_sync.checkpoint.store import Checkpoint, CheckpointStore
-from cdc_sync.config.models import Config
+from cdc_sync.config.links import origin_name
+from cdc_sync.config.models import Config, MysqlSource, PostgresSource
 from cdc_sync.errors import (
     CdcSyncError,
     FencedError,
@@ -36,6 +38,10 @@ from cdc_sync.records import TableId, TableSchema
 from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.events import EVENTS
 from cdc_sync.runtime.lease import LeaseKeeper, evict_stale_reader, wait_for_lease
+from cdc_sync.runtime.link import LinkApplier, require_full_images
+from cdc_sync.runtime.link_clock import Clock, CurrentTimes
+from cdc_sync.runtime.link_correct import Corrections
+from cdc_sync.runtime.link_stamp import Stamper
 from cdc_sync.runtime.pipeline import PipelineLoop
 from cdc_sync.runtime.resnapshot import Resnapshot
 from cdc_sync.runtime.rules import PipelineRules
@@ -45,7 +51,8 @@ from cdc_sync.runtime.source_identity import check_source_identity
 from cdc_sync.runtime.stop import StopFlag
 from cdc_sync.runtime.verify import start_scheduled_verify
 from cdc_sync.runtime.wiring import build_source, may_create, table_map, target_engine
-from cdc_sync.sinks.sql.sink import SqlSink
+from cdc_sync.sinks.sql.origin import OriginTag
+from cdc_sync.sinks.sql.sink import SqlSink, is_mysql
 from cdc_sync.sources.base import Source
 from cdc_sync.state.migrate import upgrade
 
@@ -79,6 +86,8 @@ def run_once(
     engine = target_engine(config, name)
     source = build_source(config, name)
     keeper: LeaseKeeper | None = None
+    stamper: Stamper | None = None
+    link: LinkApplier | None = None
     failed = False
     try:
         with engine.connect() as conn:
@@ -106,6 +115,7 @@ def run_once(
             )
             if cp is None and action == "none":
                 cp = _initial_checkpoint(conn, checkpoints, source, token)
+            link, tag = _link_parts(config, name, conn, log)
             sink = SqlSink(create_tables=tc.create_tables)
             # Only reads since the last commit; on MySQL the DDL of ensure_table must start
             # outside a transaction, or it would commit that transaction implicitly.
@@ -134,7 +144,10 @@ def run_once(
                 stop=stop,
                 log=log,
                 until_caught_up=until_caught_up,
+                link=link,
+                tag=tag,
             )
+            loop.stamper = stamper = _stamper(config, name)
             loop.known_schemas(shaped)
             try:
                 resume = InitialSnapshot(
@@ -174,6 +187,10 @@ def run_once(
         failed = True
         raise classify(e, f"pipeline {name}") from e
     finally:
+        if stamper is not None:
+            stamper.close()
+        if link is not None and link.corrections is not None:
+            link.corrections.close()
         source.close()
         if keeper is not None:
             keeper.close(release=not failed)
@@ -211,6 +228,54 @@ def _resnapshot(
         in_tx=loop.in_open_transaction,
         log=log,
     )
+
+
+def _link_parts(
+    config: Config, name: str, conn: Connection, log: Any
+) -> tuple[LinkApplier | None, OriginTag | None]:
+    """A link direction tags what it writes (loop prevention) and checks for conflicts."""
+    role = config.link_role(name)
+    if role is None:
+        return None, None
+    pc = config.pipelines[name]
+    sc = config.sources[pc.source]
+    if isinstance(sc, PostgresSource):
+        require_full_images(sc.dsn.get_secret_value(), list(table_map(config, name)))
+    schema = config.targets[pc.target].state_schema
+    tag = OriginTag(origin_name(name), schema)
+    conn.commit()
+    tag.ensure(conn)
+    conn.commit()
+    times = None
+    if any(t.conflict.rule == "last_write_wins" for t in role.tables.values()):
+        times = CurrentTimes(Clock(role.link, schema), origin_name(name), role.to_side)
+        if not is_mysql(conn):
+            on = conn.exec_driver_sql("SHOW track_commit_timestamp").scalar()
+            conn.commit()
+            if on != "on":
+                raise PermanentError(
+                    f"link {role.link}: last_write_wins needs the commit time of rows on "
+                    f"{role.to_side}; fix: ALTER SYSTEM SET track_commit_timestamp = on; "
+                    "then restart that PostgreSQL server"
+                )
+    # Winning values go back to the side a change came from (pipeline's source side).
+    fixes = Corrections(name, schema, target_engine(config, role.reverse), log)
+    fixes.apply(conn)  # left over by a crash after the resolution's commit
+    return LinkApplier(name, role, ConflictStore(schema), log, times, fixes), tag
+
+
+def _stamper(config: Config, name: str) -> Stamper | None:
+    """A link direction reading a MySQL side stamps local commit times for the other
+    direction's last_write_wins decisions (PostgreSQL keeps them itself)."""
+    role = config.link_role(name)
+    if role is None or not any(t.conflict.rule == "last_write_wins" for t in role.tables.values()):
+        return None
+    pc = config.pipelines[name]
+    if not isinstance(config.sources[pc.source], MysqlSource):
+        return None
+    clock = Clock(role.link, config.targets[pc.source].state_schema)
+    tables = {TableId.parse(t) for t in role.tables}
+    return Stamper(target_engine(config, role.reverse), clock, role.from_side, tables)
 
 
 def _same_source(

@@ -8,6 +8,7 @@ import psycopg
 import sqlalchemy as sa
 
 from cdc_sync.config.dsn import parse_mysql_dsn
+from cdc_sync.config.links import origin_name
 from cdc_sync.config.models import Config, MysqlSource, MysqlTarget, PostgresSource
 from cdc_sync.records import TableId
 from cdc_sync.sources.base import Source
@@ -87,13 +88,29 @@ def table_map(config: Config, pipeline: str) -> dict[TableId, TableId]:
     return out
 
 
+def state_schema_of(config: Config, target: str) -> str | None:
+    """Where a target keeps the cdc_sync_* tables (MySQL: its DSN's database by default)."""
+    tc = config.targets[target]
+    if tc.state_schema or not isinstance(tc, MysqlTarget):
+        return tc.state_schema
+    return parse_mysql_dsn(tc.dsn.get_secret_value()).database
+
+
 def build_source(config: Config, pipeline: str) -> Source:
     pc = config.pipelines[pipeline]
     sc = config.sources[pc.source]
     signal = TableId.parse(pc.signal_table) if pc.signal_table else None
+    role = config.link_role(pipeline)
+    # Loop prevention: what the link's other direction applied here is not captured again.
+    skip = (origin_name(role.reverse),) if role is not None else ()
     if isinstance(sc, MysqlSource):
         from cdc_sync.sources.mysql.source import MysqlCapture  # noqa: PLC0415
 
+        marker = None
+        if role is not None:
+            from cdc_sync.sinks.sql.origin import MARKER_TABLE  # noqa: PLC0415
+
+            marker = TableId(state_schema_of(config, pc.source) or "", MARKER_TABLE)
         return MysqlCapture(
             dsn=parse_mysql_dsn(sc.dsn.get_secret_value()),
             server_id=sc.server_id,
@@ -101,6 +118,8 @@ def build_source(config: Config, pipeline: str) -> Source:
             position_mode=sc.position_mode,
             heartbeat_seconds=sc.heartbeat_seconds,
             signal_table=signal,
+            skip_origins=frozenset(skip),
+            marker_table=marker,
         )
     assert isinstance(sc, PostgresSource)
     return PgCapture(
@@ -111,6 +130,7 @@ def build_source(config: Config, pipeline: str) -> Source:
         status_interval=sc.status_interval_seconds,
         signal_table=signal,
         heartbeat_seconds=sc.heartbeat_seconds,
+        skip_origins=skip,
     )
 
 

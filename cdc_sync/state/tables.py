@@ -15,6 +15,9 @@ AUDIT = "cdc_sync_audit"
 DEAD_LETTERS = "cdc_sync_dead_letters"
 SNAPSHOTS = "cdc_sync_snapshots"
 VERIFY_RUNS = "cdc_sync_verify_runs"
+CONFLICTS = "cdc_sync_conflicts"
+ROW_CLOCK = "cdc_sync_row_clock"
+CORRECTIONS = "cdc_sync_corrections"
 ALEMBIC_VERSION_TABLE = "cdc_sync_alembic_version"
 
 # Types are chosen to work on PostgreSQL now and MySQL/MariaDB later (issue #3): indexed
@@ -163,6 +166,66 @@ def _build(schema: str | None) -> sa.MetaData:
         sa.Column("detail", _JSON_DETAIL, nullable=True),  # per table counts; no row values
         sa.Index("ix_cdc_sync_verify_runs_pipeline", "pipeline", "started_at"),
     )
+    sa.Table(
+        CONFLICTS,
+        metadata,
+        # Two-way links: one row per conflict a pipeline detected, written in the same target
+        # transaction as the data (docs/two-way.md). Holds row values: a link has no masking
+        # rules, and both databases hold these values already.
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True, autoincrement=True),
+        sa.Column("pipeline", _PIPELINE, nullable=False),
+        sa.Column("link", _PIPELINE, nullable=False),
+        sa.Column("source_table", _NAME, nullable=True),
+        sa.Column("target_table", _NAME, nullable=True),
+        sa.Column("pk", sa.Text, nullable=True),  # JSON object of the key, as the audit's
+        sa.Column("op", sa.String(16), nullable=True),  # incoming op: insert|update|delete
+        # insert_insert | update_update | update_delete | delete_update
+        sa.Column("kind", sa.String(32), nullable=True),
+        sa.Column("rule", sa.String(32), nullable=True),  # last_write_wins|source_priority|custom
+        sa.Column("winner", sa.String(16), nullable=True),  # incoming|current|merged|none
+        sa.Column("outcome", sa.String(32), nullable=True),  # conflict_resolved|…_dead_letter
+        sa.Column("incoming", _JSON_DETAIL, nullable=True),
+        sa.Column("current", _JSON_DETAIL, nullable=True),
+        sa.Column("before", _JSON_DETAIL, nullable=True),
+        sa.Column("resolved", _JSON_DETAIL, nullable=True),
+        sa.Column("incoming_commit_time", _TS, nullable=False),
+        sa.Column("current_commit_time", _TS, nullable=True),
+        sa.Column("incoming_position", _NAME, nullable=False),
+        sa.Column("current_position", _NAME, nullable=True),
+        sa.Column("detected_at", _TS, nullable=False),
+        sa.Index("ix_cdc_sync_conflicts_pipeline", "pipeline", "detected_at"),
+        sa.Index("ix_cdc_sync_conflicts_table", "target_table", "detected_at"),
+    )
+    sa.Table(
+        ROW_CLOCK,
+        metadata,
+        # Two-way links, last_write_wins: the version time of a row on one side of a link
+        # (runtime/link_clock.py). `remote_*`: the source commit time (and, on MySQL targets,
+        # the row digest) of the version the link wrote; `local_*`: the commit time of a
+        # local change, stamped by the capture of this side as it reads it.
+        sa.Column("link", _PIPELINE, primary_key=True),
+        sa.Column("table_name", _NAME, primary_key=True),
+        sa.Column("key_hash", sa.String(64), primary_key=True),
+        sa.Column("remote_time", _TS, nullable=True),
+        sa.Column("remote_digest", sa.String(64), nullable=True),
+        sa.Column("local_time", _TS, nullable=True),
+        sa.Column("local_position", _NAME, nullable=True),
+        sa.Column("updated_at", _TS, nullable=False),
+    )
+    sa.Table(
+        CORRECTIONS,
+        metadata,
+        # Two-way links: a conflict resolved here left the other side holding a value that
+        # lost; written with the resolution, then applied to the other side and deleted.
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True, autoincrement=True),
+        sa.Column("pipeline", _PIPELINE, nullable=False),
+        sa.Column("table_name", _NAME, nullable=False),  # the other side's table
+        sa.Column("pk", _JSON_DETAIL, nullable=False),  # its column names
+        sa.Column("set_values", _JSON_DETAIL, nullable=False),  # column: winning value
+        sa.Column("expected", _JSON_DETAIL, nullable=False),  # column: the value that lost
+        sa.Column("created_at", _TS, nullable=False),
+        sa.Index("ix_cdc_sync_corrections_pipeline", "pipeline", "id"),
+    )
     return metadata
 
 
@@ -176,6 +239,9 @@ class StateTables:
     dead_letters: sa.Table
     snapshots: sa.Table
     verify_runs: sa.Table
+    conflicts: sa.Table
+    row_clock: sa.Table
+    corrections: sa.Table
 
 
 @functools.cache
@@ -190,6 +256,9 @@ def state_tables(schema: str | None = None) -> StateTables:
         md.tables[prefix + DEAD_LETTERS],
         md.tables[prefix + SNAPSHOTS],
         md.tables[prefix + VERIFY_RUNS],
+        md.tables[prefix + CONFLICTS],
+        md.tables[prefix + ROW_CLOCK],
+        md.tables[prefix + CORRECTIONS],
     )
 
 
@@ -200,3 +269,6 @@ audit = state_tables().audit
 dead_letters = state_tables().dead_letters
 snapshots = state_tables().snapshots
 verify_runs = state_tables().verify_runs
+conflicts = state_tables().conflicts
+row_clock = state_tables().row_clock
+corrections = state_tables().corrections

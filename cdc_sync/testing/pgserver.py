@@ -20,6 +20,8 @@ SETTINGS = {
     "wal_level": "logical",
     "max_replication_slots": "20",
     "max_wal_senders": "20",
+    # Two-way links decide last_write_wins by each row's commit time.
+    "track_commit_timestamp": "on",
     "fsync": "off",  # throwaway data: a crash of the OS is not part of any test
     "full_page_writes": "off",
     "shared_buffers": "64MB",

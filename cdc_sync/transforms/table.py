@@ -140,6 +140,9 @@ class TableTransform:
         self.table = table
         self.source = source
         self.identity = plans is None
+        # Old rows in full (their rules applied) instead of their key only: a two-way link
+        # compares them with the target's row to find conflicts.
+        self.full_before = False
         self._plans = plans or ()
         self._pred = pred
         self._custom = custom
@@ -196,8 +199,11 @@ class TableTransform:
         if op is Op.DELETE:
             if rec.before is None:
                 return Applied(rec._replace(schema=self.schema, changed=()), ())
-            old, bits = self._key_row(rec.before)
-            out = rec._replace(schema=self.schema, before=old, before_is_key_only=True, changed=())
+            whole = self.full_before and not rec.before_is_key_only
+            old, bits = self._row(rec.before, 0) if whole else self._key_row(rec.before)
+            out = rec._replace(
+                schema=self.schema, before=old, before_is_key_only=not whole, changed=()
+            )
             return Applied(out, self._rules(bits))
         row = rec.after
         assert row is not None
@@ -237,8 +243,9 @@ class TableTransform:
             self._locate(row)
             raise RuleError("rules", None, f"unexpected {type(e).__name__}") from None
         before: Row | None = None
+        whole = self.full_before and not rec.before_is_key_only
         if rec.before is not None:
-            before, _ = self._key_row(rec.before)
+            before, _ = self._row(rec.before, 0) if whole else self._key_row(rec.before)
         changed = rec.changed
         if changed:
             mapped = self._changed.get(changed)
@@ -252,7 +259,7 @@ class TableTransform:
             rec.position,
             rec.xid,
             rec.commit_time,
-            before is not None,
+            before is not None and not whole,
             changed,
         )
         return Applied(out, self._rules(bits))

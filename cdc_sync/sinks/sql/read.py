@@ -266,8 +266,9 @@ class TargetReader:
         reader = _KeyOnly(self._key_idx, self._conv)
         return [reader(r) for r in rows] if reader.needed else rows
 
-    def lookup(self, keys: Sequence[Key]) -> dict[Key, Row]:
-        """The target rows that exist for these keys, by their canonical key."""
+    def lookup(self, keys: Sequence[Key], lock: bool = False) -> dict[Key, Row]:
+        """The target rows that exist for these keys, by their canonical key. ``lock``:
+        FOR UPDATE, so that no local writer changes them before our transaction ends."""
         out: dict[Key, Row] = {}
         width = len(self._keys)
         tuple_sql = "(" + ", ".join(["%s"] * width) + ")"
@@ -275,7 +276,7 @@ class TargetReader:
             chunk = keys[start : start + _LOOKUP_CHUNK]
             text = (
                 f"SELECT {self._cols} FROM {self._from} WHERE ({', '.join(self._keys)}) IN "
-                f"({', '.join([tuple_sql] * len(chunk))})"
+                f"({', '.join([tuple_sql] * len(chunk))})" + (" FOR UPDATE" if lock else "")
             )
             for row in self._execute(text, [v for k in chunk for v in k]):
                 out[self.key_of(row)] = row

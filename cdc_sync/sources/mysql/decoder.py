@@ -51,12 +51,22 @@ class _Tx:
 
 
 class _TableVersion:
-    """One table-map version of a configured table: its schema and row decoder."""
+    """One table-map version of a configured table: its schema and row decoder.
 
-    __slots__ = ("decoder", "schema", "table_obj")
+    ``origin_at``: None for a captured table; for the origin marker table the index of its
+    ``origin`` column (its rows are read for the tag, never emitted)."""
 
-    def __init__(self, table_obj: Any, schema: TableSchema, decoder: RowDecoder) -> None:
+    __slots__ = ("decoder", "origin_at", "schema", "table_obj")
+
+    def __init__(
+        self,
+        table_obj: Any,
+        schema: TableSchema,
+        decoder: RowDecoder,
+        origin_at: int | None = None,
+    ) -> None:
         self.table_obj, self.schema, self.decoder = table_obj, schema, decoder
+        self.origin_at = origin_at
 
 
 class BinlogDecoder:
@@ -64,6 +74,12 @@ class BinlogDecoder:
 
     ``resume_after`` is the checkpoint: a transaction at or before it is read but not
     emitted (GTID comparison when ``gtid`` tracks state, else file:pos).
+
+    Two-way loop prevention: ``marker`` is the origin marker table (see
+    ``cdc_sync.sinks.sql.origin``), whose row a tagging pipeline writes first in each of its
+    transactions. Its rows are never emitted; once one names an origin in ``skip_origins``
+    the rest of the transaction's rows are dropped, and the transaction is still passed on
+    (TxBegin, TxCommit counting the rows emitted) so checkpoints advance as before.
     """
 
     def __init__(
@@ -73,8 +89,13 @@ class BinlogDecoder:
         gtid: GtidState | None,
         resume_after: BinlogPosition | None,
         json_columns: Callable[[TableId], set[str]],
+        *,
+        marker: TableId | None = None,
+        skip_origins: frozenset[str] = frozenset(),
     ) -> None:
-        self._tables = frozenset(tables)
+        self._tables = frozenset(tables)  # the tables whose rows are emitted
+        self._marker, self._skip_origins = marker, skip_origins
+        self._mapped = (self._tables | {marker}) if marker else self._tables
         self.file, self.pos = start.file, start.pos
         self._gtid = gtid
         self._resume = resume_after
@@ -136,7 +157,7 @@ class BinlogDecoder:
 
     def table_map(self, tm: Any) -> bool:
         """Remember a table map of one of our tables (``False``: not ours)."""
-        if TableId(tm.schema, tm.table) in self._tables:
+        if TableId(tm.schema, tm.table) in self._mapped:
             self._maps[tm.table_id] = tm
             return True
         return False
@@ -228,6 +249,8 @@ class BinlogDecoder:
 
     def _version(self, tm: Any) -> _TableVersion:
         table = TableId(tm.schema, tm.table)
+        if table == self._marker:
+            return self._marker_version(tm, table)
         specs = specs_from_table_map(tm, self._json_for(table, tm))
         schema = build_schema(table, specs, key_from_table_map(tm))
         old = self._latest.get(table)
@@ -238,6 +261,21 @@ class BinlogDecoder:
             self._versions.clear()
         v = self._versions[id(tm.table_obj)] = _TableVersion(
             tm.table_obj, schema, RowDecoder(table, specs)
+        )
+        return v
+
+    def _marker_version(self, tm: Any, table: TableId) -> _TableVersion:
+        specs = specs_from_table_map(tm, ())
+        names = [s.name for s in specs]
+        if "origin" not in names:
+            raise PermanentError(
+                f"the origin marker table {table} has no column 'origin'; drop it and let "
+                "the pipeline writing into this database create it again"
+            )
+        at = names.index("origin")
+        schema = build_schema(table, specs, (names[at],))
+        v = self._versions[id(tm.table_obj)] = _TableVersion(
+            tm.table_obj, schema, RowDecoder(table, specs), at
         )
         return v
 
@@ -285,6 +323,8 @@ class BinlogDecoder:
             raise _not_full(table)
         if bitmap2 is not None and _mask(bitmap2) != full:
             raise _not_full(table)
+        if (at := v.origin_at) is not None:
+            return self._marker_rows(dec, at, tx, kind, body)
         data = body()
         pos: Position
         if tx.begun:
@@ -311,6 +351,22 @@ class BinlogDecoder:
                 for b, a in dec.pairs(data)
             ]
         tx.rows += len(out) - n
+        return out
+
+    def _marker_rows(
+        self, dec: RowDecoder, at: int, tx: _Tx, kind: int, body: Callable[[], bytes]
+    ) -> list[SourceEvent] | None:
+        """A rows event of the origin marker table: never emitted; an origin to skip drops
+        the rest of the transaction (``tx.skip``), which is opened here so that its
+        TxBegin / TxCommit still go out."""
+        if kind == 2 or not self._skip_origins:
+            return None
+        data = body()
+        images = dec.rows(data) if kind == 0 else [a for _, a in dec.pairs(data)]
+        if not any(r[at] in self._skip_origins for r in images):
+            return None
+        out = self._open(tx)
+        tx.skip = True
         return out
 
 

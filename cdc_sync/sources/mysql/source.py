@@ -34,6 +34,11 @@ class MysqlCapture:
     ``prepare(create=True)`` when missing), which is streamed like a configured table and
     left out of the schemas ``prepare`` / ``table_schemas`` return. The checkpoint in the
     target is the only state.
+
+    Two-way sync: ``marker_table`` is the origin marker table another pipeline's OriginTag
+    writes into this server (``<state schema>.cdc_sync_origin``, created by that pipeline,
+    possibly after this stream started). Its rows are read, never emitted; a transaction
+    whose marker names an origin in ``skip_origins`` is passed on without its rows.
     """
 
     def __init__(
@@ -45,6 +50,8 @@ class MysqlCapture:
         position_mode: str = "auto",
         heartbeat_seconds: float = 1.0,
         signal_table: TableId | None = None,
+        skip_origins: frozenset[str] = frozenset(),
+        marker_table: TableId | None = None,
     ) -> None:
         self._dsn, self._server_id, self._tables = dsn, server_id, list(dict.fromkeys(tables))
         self._mode, self._heartbeat = position_mode, heartbeat_seconds
@@ -57,6 +64,11 @@ class MysqlCapture:
         self._signal = signal_table
         # What the stream reads: the configured tables and the signal table.
         self._captured = [*self._tables, signal_table] if signal_table else self._tables
+        if skip_origins and marker_table is None:
+            raise PermanentError("skip_origins needs the origin marker table (marker_table)")
+        if marker_table is not None and marker_table in self._captured:
+            raise PermanentError(f"the origin marker table {marker_table} is also captured")
+        self._marker, self._skip_origins = marker_table, frozenset(skip_origins)
         self._conn: Any = None
         self._reader: Any = None
         self._info: catalog.ServerInfo | None = None
@@ -250,11 +262,16 @@ class MysqlCapture:
                 by_gtid = bool(start.gtid)  # no GTID state known there: resume by file:pos
         state = self._new_state(start.gtid) if by_gtid else None
         skip_to = start if resume is not None else None
-        decoder = BinlogDecoder(self._captured, start, state, skip_to, self._json_columns)
+        decoder = BinlogDecoder(
+            self._captured, start, state, skip_to, self._json_columns,
+            marker=self._marker, skip_origins=self._skip_origins,
+        )  # fmt: skip
         decoder.known_schemas(self._schemas)
         self.close_stream()
+        # The marker table's events pass the library's table filter too (never emitted).
+        read = [*self._captured, self._marker] if self._marker else self._captured
         reader = self._reader = open_reader(
-            self._dsn, server_id=self._server_id, tables=self._captured,
+            self._dsn, server_id=self._server_id, tables=read,
             heartbeat_seconds=self._heartbeat, start=start, by_gtid=by_gtid,
             mariadb=self._server().mariadb,
         )  # fmt: skip

@@ -72,8 +72,12 @@ class PgOutputDecoder:
         tables: Collection[TableId] | None = None,
         known: Mapping[TableId, TableSchema] | None = None,
         resume_after: int = 0,
+        skip_origins: Collection[str] = (),
     ) -> None:
         self._resolver = resolver
+        # Transactions a two-way link's other direction applied here (loop prevention): their
+        # rows are dropped, their begin / commit still pass so positions move on.
+        self._skip_origins = frozenset(skip_origins)
         self._tables = frozenset(tables) if tables is not None else None
         self._schemas: dict[TableId, TableSchema] = dict(known or {})
         self._rels: dict[int, _Rel] = {}
@@ -82,6 +86,7 @@ class PgOutputDecoder:
         self._commit_time = PG_EPOCH
         self._in_tx = False
         self._skip = False
+        self._drop = False  # rows of this transaction are not emitted (skipped or an echo)
         self._rows = 0
         self._dispatch = {
             ord("B"): self._begin,
@@ -119,6 +124,7 @@ class PgOutputDecoder:
         # The commit record starts at final_lsn; one starting before our checkpoint (an end
         # LSN) cannot end after it, since WAL records do not overlap.
         self._skip = final_lsn < self._resume_after
+        self._drop = self._skip
         if self._skip:
             return _NONE
         return (TxBegin(self._xid, self._commit_time, PgLsn(final_lsn)),)
@@ -126,6 +132,7 @@ class PgOutputDecoder:
     def _commit(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
         _flags, _commit_lsn, end_lsn, ts = _COMMIT.unpack_from(data, 1)
         self._in_tx = False
+        self._drop = False
         if self._skip:
             self._skip = False
             if end_lsn > self._resume_after:  # would mean the reasoning in _begin is wrong
@@ -134,8 +141,10 @@ class PgOutputDecoder:
         return (TxCommit(self._xid, pg_time(ts), PgLsn(end_lsn), self._rows),)
 
     def _origin(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
-        # Replication origin of the transaction (cascaded replication); parsed, not used yet.
-        _cstring(data, 9)
+        # Sent after Begin when the transaction was written in a replication origin session.
+        name, _ = _cstring(data, 9)
+        if name in self._skip_origins:
+            self._drop = True
         return _NONE
 
     def _message(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
@@ -265,7 +274,7 @@ class PgOutputDecoder:
 
     def _insert(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
         rel = self._rel(_U32(data, 1)[0])
-        if rel.ignored or self._skip:
+        if rel.ignored or self._drop:
             return _NONE
         if data[5] != _NEW:
             raise PermanentError(f"{rel.table}: malformed INSERT message")
@@ -279,7 +288,7 @@ class PgOutputDecoder:
 
     def _update(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
         rel = self._rel(_U32(data, 1)[0])
-        if rel.ignored or self._skip:
+        if rel.ignored or self._drop:
             return _NONE
         pos, before, key_only = 5, None, False
         marker = data[pos]
@@ -299,7 +308,7 @@ class PgOutputDecoder:
 
     def _delete(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
         rel = self._rel(_U32(data, 1)[0])
-        if rel.ignored or self._skip:
+        if rel.ignored or self._drop:
             return _NONE
         marker = data[5]
         if marker not in (_KEY, _OLD):
@@ -315,7 +324,7 @@ class PgOutputDecoder:
     def _truncate(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
         (nrels,) = _U32(data, 1)
         # data[5] holds options (CASCADE / RESTART IDENTITY): the target decides for itself
-        if self._skip:
+        if self._drop:
             return _NONE
         out: list[SourceEvent] = []
         for i in range(nrels):

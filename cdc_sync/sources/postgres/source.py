@@ -59,8 +59,10 @@ class PostgresSource:
         may_create: bool = True,
         signal_table: TableId | None = None,
         heartbeat_seconds: float | None = None,
+        skip_origins: Sequence[str] = (),
     ) -> None:
         self._dsn, self._slot, self._publication = dsn, slot, publication
+        self._skip_origins = tuple(skip_origins)
         self._tables = list(dict.fromkeys(tables))
         if not self._tables:
             raise PermanentError("a PostgreSQL source needs at least one table")
@@ -247,7 +249,9 @@ class PostgresSource:
             self.prepare(create=False)
         start = resume.value if resume else 0
         self._check_slot(resume)
-        decoder = PgOutputDecoder(self._resolver, list(self._schemas), self._schemas, start)
+        decoder = PgOutputDecoder(
+            self._resolver, list(self._schemas), self._schemas, start, self._skip_origins
+        )
         self.close_stream()
         stream = ReplicationStream(
             self._dsn, self._slot, self._publication, self._poll, self._status_interval

@@ -1,0 +1,1 @@
+"""Two-way sync conflicts: detection and resolution rules (pure)."""
