@@ -119,16 +119,6 @@ class LinkConfig(_Model):
             c = t.conflict
             if c.source_priority is not None:
                 prio = c.source_priority
-                if any(side != prio.default for side in prio.columns.values()):
-                    # Measured: under sustained concurrent writes of columns a side does not
-                    # own, the two sides did not always converge (tests/integration/
-                    # test_links.py, per_column). Refused until that is solved, rather than
-                    # let two databases drift apart.
-                    problems.append(
-                        f"tables.{key}.conflict.source_priority.columns: per-column owners "
-                        "are not supported yet (both sides could drift apart under concurrent "
-                        "writes); use one owner for the row, last_write_wins, or custom"
-                    )
                 owners = {prio.default, *prio.columns.values()}
                 problems += [
                     f"tables.{key}.conflict.source_priority: {o!r} is not one of {self.between}"

@@ -85,7 +85,15 @@ class Resolver:
         self._custom = custom
         names = schema.names
         supp = role.suppression
-        self._supp = (names.index(supp[0]), supp[1]) if supp and supp[0] in names else None
+        # A misspelt column would silently turn a rule off (an opt-out no longer protected).
+        unknown = sorted({*role.owners, *([supp[0]] if supp else [])} - set(names))
+        if unknown:
+            raise PermanentError(
+                f"link table {role.target_table}: conflict rules name {unknown}, which are not "
+                f"columns of it (columns: {list(names)}); fix conflict.source_priority.columns "
+                "/ conflict.suppression.column"
+            )
+        self._supp = (names.index(supp[0]), supp[1]) if supp else None
         prio = role.conflict.source_priority
         default = prio.default if prio else incoming_side
         self._incoming_owns = [
@@ -197,11 +205,14 @@ class Resolver:
                 for i, n in enumerate(self.schema.names)
             )
         elif rule == "last_write_wins":
-            merged = after if self._incoming_wins_row(rec, current_time) else _keep(current)
+            # The later commit wins the whole row (row times are all there is), except that
+            # an update that changed nothing wins nothing: the other side applied our row
+            # over it without conflict, as its old row was still the same.
+            noop = rec.before is not None and self.same(rec.before, after)
+            later = not noop and self._incoming_wins_row(rec, current_time)
+            merged = after if later else _keep(current)
         else:
-            merged = tuple(
-                after[i] if own else UNCHANGED for i, own in enumerate(self._incoming_owns)
-            )
+            merged = self._field_merge(rec, current, self._incoming_owns)
         if self._supp is not None:
             i, wins = self._supp
             if self._suppressed(current) and merged[i] is not UNCHANGED:
@@ -211,13 +222,41 @@ class Resolver:
                           *merged[i + 1 :])  # fmt: skip
         # Keys always carry their values (the sink finds the row by them).
         merged = tuple(after[i] if i in self._keys else v for i, v in enumerate(merged))
-        taken = [v is not UNCHANGED for i, v in enumerate(merged) if i not in self._keys]
-        winner = "incoming" if all(taken) else ("current" if not any(taken) else "merged")
-        if winner == "current":
-            return Decision(None, kind, winner, resolved=current)
         resolved = tuple(current[i] if v is UNCHANGED else v for i, v in enumerate(merged))
+        if self.same(resolved, current):
+            return Decision(None, kind, "current", resolved=current)
+        winner = "incoming" if self.same(resolved, after) else "merged"
         out = rec._replace(op=Op.UPDATE, before=current, after=merged, before_is_key_only=False)
         return Decision(out, kind, winner, resolved=resolved)
+
+    def _field_merge(self, rec: ChangeRecord, current: Row, incoming_wins: list[bool]) -> Row:
+        """A three-way merge against the change's old row. A column only one side changed
+        takes that side's value; one both changed goes by the rule (``incoming_wins``: its
+        owner, or the later commit). Both directions see the same three rows (old, theirs,
+        ours) with the roles swapped, so they decide alike. Taking a winner's whole row
+        instead would let a no-op update (values unchanged) undo an edit the other side had
+        already applied there without conflict."""
+        after = rec.after
+        assert after is not None
+        before = None if rec.before_is_key_only else rec.before
+        out: list[object] = []
+        for i, own in enumerate(incoming_wins):
+            new = after[i]
+            old = UNCHANGED if before is None else before[i]
+            if new is UNCHANGED:
+                out.append(UNCHANGED)
+            elif old is UNCHANGED:  # no old value (an insert): both changed it
+                out.append(new if own else UNCHANGED)
+            elif self._eq(i, new, old):
+                out.append(UNCHANGED)  # not changed by the incoming side
+            elif own or self._eq(i, current[i], old):
+                out.append(new)  # the winner's, or changed by the incoming side only
+            else:
+                out.append(UNCHANGED)
+        return tuple(out)
+
+    def _eq(self, i: int, a: object, b: object) -> bool:
+        return a is UNCHANGED or b is UNCHANGED or self._text(i, a) == self._text(i, b)
 
     def _update_missing(self, rec: ChangeRecord, current_time: datetime | None) -> Decision:
         """The incoming update's row was deleted here: the update re-creates it or not."""

@@ -14,13 +14,12 @@ import sqlalchemy as sa
 from cdc_sync.audit.conflicts import Conflict, ConflictStore
 from cdc_sync.audit.dead_letters import DeadLetter
 from cdc_sync.audit.keys import json_safe
-from cdc_sync.config.links import LinkRole, LinkTableRole
+from cdc_sync.config.links import LinkRole
 from cdc_sync.conflicts.resolve import Custom, Decision, Resolver, as_dict, load_custom
 from cdc_sync.errors import PermanentError
 from cdc_sync.records import UNCHANGED, ChangeRecord, Op, Row, TableId, TableSchema
 from cdc_sync.runtime.events import EVENTS
 from cdc_sync.runtime.link_clock import CurrentTimes, key_hash, row_digest
-from cdc_sync.runtime.link_correct import Correction, Corrections
 from cdc_sync.sinks.sql.read import TargetReader
 from cdc_sync.verify.canonical import renderer
 
@@ -39,7 +38,6 @@ class Resolved:
     marks: list[tuple[int, str, dict[str, object]]]  # (flush index, outcome, audit detail)
     conflicts: list[Conflict]
     letters: list[DeadLetter]
-    corrections: list[Correction]
 
 
 class LinkApplier:
@@ -47,17 +45,15 @@ class LinkApplier:
     transaction (the target rows are read FOR UPDATE, so a local writer cannot slip a change
     in between the check and the write)."""
 
-    def __init__(  # noqa: PLR0917  (the link's parts, built by the runner)
+    def __init__(
         self,
         pipeline: str,
         role: LinkRole,
         store: ConflictStore,
         log: Any,
         times: CurrentTimes | None = None,
-        corrections: Corrections | None = None,
     ) -> None:
         self.pipeline, self.role, self.store, self.log = pipeline, role, store, log
-        self.corrections = corrections
         # last_write_wins: where the target's current rows' commit times come from
         self.times = times
         self._lww = {s for s, t in role.tables.items() if t.conflict.rule == "last_write_wins"}
@@ -104,7 +100,7 @@ class LinkApplier:
         current = self._current_rows(conn, items)
         times = self._times(conn, items, audit_index, current) if self._lww else {}
         written: dict[tuple[TableId, tuple[str | None, ...]], tuple[ChangeRecord, datetime]] = {}
-        out = Resolved([], [], [], [], [], [])
+        out = Resolved([], [], [], [], [])
         for n, (rec, target) in enumerate(items):
             resolver = self._resolver(rec)
             unchecked = audit_index[n] == NO_CHECK or rec.op is Op.TRUNCATE
@@ -123,14 +119,6 @@ class LinkApplier:
                 current[(target, key)] = _after_state(rec, row)
             else:
                 self._conflict(out, n, rec, target, row, decision, audit_index[n], t_current)
-                role = self.role.tables[str(rec.table)]
-                # last_write_wins needs none: the loser's side sees the same conflict and
-                # takes the winner's row (a correction, written later, would carry a later
-                # commit time than the change it repeats).
-                fix = None if role.conflict.rule == "last_write_wins" else (
-                    _correction(role, rec, decision, row))  # fmt: skip
-                if fix is not None:
-                    out.corrections.append(fix)
                 if decision.record is None:
                     continue
                 out.keep.append(n)
@@ -296,41 +284,6 @@ class LinkApplier:
                     row=as_dict(schema, rec.after if rec.after is not None else rec.before),
                 )
             )
-
-
-def _correction(
-    role: LinkTableRole, rec: ChangeRecord, d: Decision, current: Row | None
-) -> Correction | None:
-    """Where the row resolved here differs from the incoming side's own new row, that side
-    holds values that lost: they are to be written back there."""
-    after = rec.after
-    if after is None or d.dead_letter:
-        return None
-    resolved = d.resolved if d.record is not None else current
-    if resolved is None or (d.record is not None and d.record.op is Op.DELETE):
-        return None
-    schema = rec.schema
-    keys = set(schema.key_indexes)
-    values: dict[str, object] = {}
-    expected: dict[str, object] = {}
-    for i, col in enumerate(schema.columns):
-        a, r = after[i], resolved[i]
-        if i in keys or a is UNCHANGED or r is UNCHANGED:
-            continue
-        render = renderer(col.type)
-        if (None if a is None else render(a)) == (None if r is None else render(r)):
-            continue
-        name = role.back_names.get(col.name)
-        if name is None:
-            continue  # a column the other side does not sync
-        back: dict[Any, Any] = dict(role.back_maps.get(col.name) or {})
-        values[name] = back.get(r, r) if r is not None else r
-        expected[name] = back.get(a, a) if a is not None else a
-    if not values:
-        return None
-    pk = {role.back_names.get(schema.columns[i].name, schema.columns[i].name): after[i]
-          for i in schema.key_indexes}  # fmt: skip
-    return Correction(TableId.parse(role.source_table), pk, values, expected)
 
 
 def _key_text(schema: TableSchema, key: tuple[object, ...]) -> tuple[str | None, ...]:

@@ -262,8 +262,6 @@ class CommitLoop:
                     origin = [origin[i] for i in res.keep]
                 items = res.items
                 link.store.write(conn, res.conflicts)
-                if link.corrections is not None:
-                    link.corrections.write(conn, res.corrections)
             if items and dlq:
                 sink.apply_or_reject(conn, items, refused)
             elif items:
@@ -278,7 +276,6 @@ class CommitLoop:
         assert last is not None
         self._flush()
         conn, checkpoints, token, tag = self.conn, self.checkpoints, self.token, self.tag
-        fixes = self.link.corrections if self.link is not None else None
 
         def commit() -> None:
             # Checkpoint in the same transaction as the rows and audit; fenced by our token.
@@ -286,10 +283,6 @@ class CommitLoop:
             conn.commit()
             if tag is not None:
                 tag.ended()
-            if fixes is not None:
-                fixes.apply(conn)  # only once the resolution is durable
-                if tag is not None:
-                    tag.ended()
 
         done = self._writer.submit(commit)
         per_table, self._per_table = self._per_table, Counter()

@@ -40,7 +40,6 @@ from cdc_sync.runtime.events import EVENTS
 from cdc_sync.runtime.lease import LeaseKeeper, evict_stale_reader, wait_for_lease
 from cdc_sync.runtime.link import LinkApplier, require_full_images
 from cdc_sync.runtime.link_clock import Clock, CurrentTimes
-from cdc_sync.runtime.link_correct import Corrections
 from cdc_sync.runtime.link_stamp import Stamper
 from cdc_sync.runtime.pipeline import PipelineLoop
 from cdc_sync.runtime.resnapshot import Resnapshot
@@ -189,8 +188,6 @@ def run_once(
     finally:
         if stamper is not None:
             stamper.close()
-        if link is not None and link.corrections is not None:
-            link.corrections.close()
         source.close()
         if keeper is not None:
             keeper.close(release=not failed)
@@ -258,10 +255,7 @@ def _link_parts(
                     f"{role.to_side}; fix: ALTER SYSTEM SET track_commit_timestamp = on; "
                     "then restart that PostgreSQL server"
                 )
-    # Winning values go back to the side a change came from (pipeline's source side).
-    fixes = Corrections(name, schema, target_engine(config, role.reverse), log)
-    fixes.apply(conn)  # left over by a crash after the resolution's commit
-    return LinkApplier(name, role, ConflictStore(schema), log, times, fixes), tag
+    return LinkApplier(name, role, ConflictStore(schema), log, times), tag
 
 
 def _stamper(config: Config, name: str) -> Stamper | None:
@@ -273,9 +267,15 @@ def _stamper(config: Config, name: str) -> Stamper | None:
     pc = config.pipelines[name]
     if not isinstance(config.sources[pc.source], MysqlSource):
         return None
-    clock = Clock(role.link, config.targets[pc.source].state_schema)
+    schema = config.targets[pc.source].state_schema
+    engine = target_engine(config, role.reverse)
+    # The stamps go into the clock table on this direction's source side, whose tables the
+    # other direction creates: at a link's first start that one may not have run yet.
+    with engine.connect() as conn:
+        upgrade(conn, schema=schema)
+        conn.commit()
     tables = {TableId.parse(t) for t in role.tables}
-    return Stamper(target_engine(config, role.reverse), clock, role.from_side, tables)
+    return Stamper(engine, Clock(role.link, schema), role.from_side, tables)
 
 
 def _same_source(

@@ -17,7 +17,6 @@ SNAPSHOTS = "cdc_sync_snapshots"
 VERIFY_RUNS = "cdc_sync_verify_runs"
 CONFLICTS = "cdc_sync_conflicts"
 ROW_CLOCK = "cdc_sync_row_clock"
-CORRECTIONS = "cdc_sync_corrections"
 ALEMBIC_VERSION_TABLE = "cdc_sync_alembic_version"
 
 # Types are chosen to work on PostgreSQL now and MySQL/MariaDB later (issue #3): indexed
@@ -212,20 +211,6 @@ def _build(schema: str | None) -> sa.MetaData:
         sa.Column("local_position", _NAME, nullable=True),
         sa.Column("updated_at", _TS, nullable=False),
     )
-    sa.Table(
-        CORRECTIONS,
-        metadata,
-        # Two-way links: a conflict resolved here left the other side holding a value that
-        # lost; written with the resolution, then applied to the other side and deleted.
-        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True, autoincrement=True),
-        sa.Column("pipeline", _PIPELINE, nullable=False),
-        sa.Column("table_name", _NAME, nullable=False),  # the other side's table
-        sa.Column("pk", _JSON_DETAIL, nullable=False),  # its column names
-        sa.Column("set_values", _JSON_DETAIL, nullable=False),  # column: winning value
-        sa.Column("expected", _JSON_DETAIL, nullable=False),  # column: the value that lost
-        sa.Column("created_at", _TS, nullable=False),
-        sa.Index("ix_cdc_sync_corrections_pipeline", "pipeline", "id"),
-    )
     return metadata
 
 
@@ -241,7 +226,6 @@ class StateTables:
     verify_runs: sa.Table
     conflicts: sa.Table
     row_clock: sa.Table
-    corrections: sa.Table
 
 
 @functools.cache
@@ -258,7 +242,6 @@ def state_tables(schema: str | None = None) -> StateTables:
         md.tables[prefix + VERIFY_RUNS],
         md.tables[prefix + CONFLICTS],
         md.tables[prefix + ROW_CLOCK],
-        md.tables[prefix + CORRECTIONS],
     )
 
 
@@ -271,4 +254,3 @@ snapshots = state_tables().snapshots
 verify_runs = state_tables().verify_runs
 conflicts = state_tables().conflicts
 row_clock = state_tables().row_clock
-corrections = state_tables().corrections

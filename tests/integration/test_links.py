@@ -44,7 +44,9 @@ logging: {{level: INFO, format: json}}
 LWW = """          rule: last_write_wins"""
 PRIORITY = """          rule: source_priority
           source_priority: {default: crm}"""
-RULES = {"source_priority": PRIORITY, "last_write_wins": LWW}
+PER_COLUMN = """          rule: source_priority
+          source_priority: {default: crm, columns: {last_call_outcome: dialer}}"""
+RULES = {"source_priority": PRIORITY, "last_write_wins": LWW, "per_column": PER_COLUMN}
 
 PG_TABLE = (
     "CREATE TABLE customers (id int PRIMARY KEY, name varchar(100), phone varchar(40), "
@@ -184,14 +186,16 @@ def test_changes_cross_once_and_never_come_back(tmp_path: Path, crm: str, dialer
 
 
 @pytest.mark.slow
-def test_source_priority_and_an_opt_out_that_survives(
+def test_source_priority_merges_columns_and_an_opt_out_survives(
     tmp_path: Path, crm: str, dialer: str
 ) -> None:
-    link = Link(tmp_path, "lk2", crm, dialer, PRIORITY)
-    execute(crm, "INSERT INTO customers VALUES (1, 'Ann', '+100', 0, NULL), "
-                 "(2, 'Bob', '+200', 0, NULL), (3, 'Cy', '+300', 0, NULL)")  # fmt: skip
-    execute(dialer, "INSERT INTO contacts VALUES (1, 'Ann', '+100', 0, NULL), "
-                    "(2, 'Bob', '+200', 0, NULL), (3, 'Cy', '+300', 0, NULL)")  # fmt: skip
+    """The CRM owns the row but the dialer owns last_call_outcome: a column both sides
+    changed goes to its owner, one only a side changed keeps that change."""
+    link = Link(tmp_path, "lk2", crm, dialer, PER_COLUMN)
+    rows = ", ".join(f"({i}, '{n}', '+{i}00', 0, NULL)"
+                     for i, n in enumerate(["Ann", "Bob", "Cy", "Dee"], 1))  # fmt: skip
+    execute(crm, f"INSERT INTO customers VALUES {rows}")
+    execute(dialer, f"INSERT INTO contacts VALUES {rows}")
     proc = link.start()
     try:
         wait_until(lambda: _running(link), timeout=60)
@@ -200,28 +204,71 @@ def test_source_priority_and_an_opt_out_that_survives(
     # Both sides change the same rows while no daemon runs: every pair conflicts.
     execute(crm, "UPDATE customers SET name = 'Ann CRM', phone = '+101' WHERE id = 1",
                  "UPDATE customers SET do_not_call = 1, name = 'Bob CRM' WHERE id = 2",
-                 "UPDATE customers SET name = 'Cy CRM' WHERE id = 3")  # fmt: skip
+                 "UPDATE customers SET name = 'Cy CRM' WHERE id = 3",
+                 "UPDATE customers SET name = 'Dee CRM', last_call_outcome = 'crm' "
+                 "WHERE id = 4")  # fmt: skip
     execute(dialer, "UPDATE contacts SET contact_name = 'Ann D', contact_phone = '+109', "
                     "last_call_outcome = 'answered' WHERE id = 1",
                     "UPDATE contacts SET contact_name = 'Bob D' WHERE id = 2",
                     "UPDATE contacts SET do_not_call = 1, last_call_outcome = 'opt-out' "
-                    "WHERE id = 3")  # fmt: skip
+                    "WHERE id = 3",
+                    "UPDATE contacts SET contact_name = 'Dee D', last_call_outcome = 'busy' "
+                    "WHERE id = 4")  # fmt: skip
     _run_until_converged(link)
     assert link.crm_rows() == [
-        # the CRM owns the row: its values win, the dialer's side is corrected
-        (1, "Ann CRM", "+101", 0, None),
+        # both changed name and phone: the CRM's; only the dialer changed the outcome
+        (1, "Ann CRM", "+101", 0, "answered"),
         (2, "Bob CRM", "+200", 1, None),
         # the dialer's opt-out survives although the CRM owns the row
-        (3, "Cy CRM", "+300", 1, None),
+        (3, "Cy CRM", "+300", 1, "opt-out"),
+        # both changed name and outcome: each column goes to its owner
+        (4, "Dee CRM", "+400", 0, "busy"),
     ]
     want = {
-        "dialer": {1: "incoming", 2: "incoming", 3: "merged"},  # the CRM's changes arriving
-        "crm": {1: "current", 2: "current", 3: "merged"},  # the dialer's changes arriving
+        "dialer": {1: "merged", 2: "incoming", 3: "merged", 4: "merged"},  # the CRM's arriving
+        "crm": {1: "merged", 2: "current", 3: "merged", 4: "merged"},  # the dialer's arriving
     }
     for side in ("crm", "dialer"):
         got = {json.loads(c["pk"])["id"]: c["winner"] for c in link.conflicts(side)}
         assert got == want[side], side
         assert {c["kind"] for c in link.conflicts(side)} == {"update_update"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ["per_column", "last_write_wins"])
+def test_insert_insert_update_delete_and_delete_update(
+    tmp_path: Path, crm: str, dialer: str, rule: str
+) -> None:
+    """The documented outcomes (docs/two-way.md): insert/insert merges as an update/update;
+    update against delete goes to the row's owner (source_priority) or to the delete
+    (last_write_wins); both sides end equal."""
+    link = Link(tmp_path, "lk5", crm, dialer, RULES[rule])
+    rows = "(1, 'a', '+1', 0, NULL), (2, 'b', '+2', 0, NULL)"
+    execute(crm, f"INSERT INTO customers VALUES {rows}")
+    execute(dialer, f"INSERT INTO contacts VALUES {rows}")
+    proc = link.start()
+    try:
+        wait_until(lambda: _running(link), timeout=60)
+    finally:
+        _stop(proc)
+    execute(crm, "INSERT INTO customers VALUES (3, 'crm', '+3', 0, 'c')",
+                 "DELETE FROM customers WHERE id = 1",
+                 "UPDATE customers SET name = 'b-crm' WHERE id = 2")  # fmt: skip
+    time.sleep(1.1)  # the dialer's changes are the later ones (last_write_wins)
+    execute(dialer, "INSERT INTO contacts VALUES (3, 'dia', '+3', 0, 'd')",
+                    "UPDATE contacts SET contact_name = 'a-dia' WHERE id = 1",
+                    "DELETE FROM contacts WHERE id = 2")  # fmt: skip
+    _run_until_converged(link)
+    if rule == "per_column":
+        # the CRM owns the rows (its delete deletes, its update re-creates), the dialer
+        # owns the call outcome
+        assert link.crm_rows() == [(2, "b-crm", "+2", 0, None), (3, "crm", "+3", 0, "d")]
+    else:
+        # a delete wins against an update; insert/insert: the later insert's row
+        assert link.crm_rows() == [(3, "dia", "+3", 0, "d")]
+    for side in ("crm", "dialer"):
+        kinds = sorted(c["kind"] for c in link.conflicts(side))
+        assert kinds == ["delete_update", "insert_insert", "update_delete"], side
 
 
 def _run_until_converged(link: Link) -> None:
@@ -287,7 +334,7 @@ class Writer:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rule", ["source_priority", "last_write_wins"])
+@pytest.mark.parametrize("rule", ["source_priority", "last_write_wins", "per_column"])
 def test_concurrent_writes_on_both_sides_converge_through_kill_9(
     tmp_path: Path, crm: str, dialer: str, rule: str
 ) -> None:

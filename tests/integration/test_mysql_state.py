@@ -97,7 +97,6 @@ def test_upgrade_creates_tables_and_is_idempotent(my_target_dsn: str) -> None:
                 "cdc_sync_verify_runs",
                 "cdc_sync_conflicts",
                 "cdc_sync_row_clock",
-                "cdc_sync_corrections",
                 "cdc_sync_alembic_version",
             }
             ddl = conn.exec_driver_sql("SHOW CREATE TABLE cdc_sync_audit").one()[1]

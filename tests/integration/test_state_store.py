@@ -82,7 +82,6 @@ def test_upgrade_creates_tables_and_is_idempotent(target_dsn: str) -> None:
         "cdc_sync_verify_runs",
         "cdc_sync_conflicts",
         "cdc_sync_row_clock",
-        "cdc_sync_corrections",
         "cdc_sync_alembic_version",
     }
 

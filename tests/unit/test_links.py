@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cdc_sync.config.links import link_roles
 from cdc_sync.config.loader import ConfigError, load_config
@@ -215,11 +217,102 @@ def test_no_conflict_when_the_target_still_holds_the_old_row_or_already_the_new(
     assert on_dialer.decide(_upd(V0, new, T0), new, None).kind is None
 
 
-def test_per_column_owners_are_refused_until_they_converge(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as e:
-        _load(
-            tmp_path,
-            "        conflict: {rule: source_priority, "
-            "source_priority: {default: crm, columns: {phone: dialer}}}\n",
-        )
-    assert any("per-column owners are not supported yet" in p for p in e.value.problems)
+PER_COLUMN = "{rule: source_priority, source_priority: {default: crm, columns: {phone: dialer}}}"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "want"),
+    [
+        # both changed both columns: each column goes to its owner
+        ((1, "crm", "+2", 0), (1, "dia", "+3", 0), (1, "crm", "+3", 0)),
+        # each changed only the column the other owns: both edits are kept
+        ((1, "ann", "+2", 0), (1, "dia", "+1", 0), (1, "dia", "+2", 0)),
+        # an opt-out from either side survives
+        ((1, "crm", "+1", 0), (1, "dia", "+1", 1), (1, "crm", "+1", 1)),
+    ],
+)
+def test_per_column_owners_merge_the_row_the_same_on_both_sides(
+    a: tuple[object, ...], b: tuple[object, ...], want: tuple[object, ...]
+) -> None:
+    on_dialer, on_crm = _resolvers(PER_COLUMN[:-1] + ", suppression: {column: dnc, wins_when: 1}}")
+    d1 = on_dialer.decide(_upd(V0, a, T0), b, T0)
+    d2 = on_crm.decide(_upd(V0, b, T0), a, T0)
+    assert d1.kind == d2.kind == "update_update"
+    assert _result(d1, b) == _result(d2, a) == want
+
+
+SUPPRESS = ", suppression: {column: dnc, wins_when: 1}}"
+
+
+@pytest.mark.parametrize(
+    "conflict",
+    [
+        PER_COLUMN[:-1] + SUPPRESS,
+        "{rule: source_priority, source_priority: {default: crm}" + SUPPRESS,
+        "{rule: last_write_wins}",
+    ],
+)
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_both_sides_converge_whatever_the_interleaving(conflict: str, data: st.DataObject) -> None:
+    """Two replicas of one row edit it at random (no-op updates too) while changes travel
+    each way in order, delivered at random moments; what a side applied is not sent back
+    (loop prevention). Once everything is delivered both hold the same row. Commit times
+    carry a per-side clock skew. Written values are never reused: a value changed and
+    changed back (A-B-A) while the other side edits it cannot be told from no change by
+    old-value detection (docs/two-way.md, limits)."""
+    on_dialer, on_crm = _resolvers(conflict)
+    # last_write_wins compares row times: it is only sure to converge when no update leaves
+    # a row as it was and no two rows become equal by chance (docs/two-way.md, limits)
+    lww = int("last_write_wins" in conflict)
+    rows: dict[str, tuple[object, ...]] = {"crm": V0, "dialer": V0}
+    # a row's version: the commit time a last_write_wins target reads for it (None: older
+    # than any change)
+    versions: dict[str, datetime | None] = {"crm": None, "dialer": None}
+    queues: dict[str, list[ChangeRecord]] = {"crm": [], "dialer": []}  # what travels *to* it
+    other = {"crm": "dialer", "dialer": "crm"}
+    skew = {s: timedelta(seconds=data.draw(st.integers(-5, 5))) for s in rows}
+    written = iter(range(1, 10**6))
+
+    def deliver(side: str) -> None:
+        rec = queues[side].pop(0)
+        resolver = on_dialer if side == "dialer" else on_crm
+        d = resolver.decide(rec, rows[side], versions[side])
+        if d.record is not None:
+            rows[side] = _result(d, rows[side])
+            current = versions[side]
+            versions[side] = rec.commit_time if d.kind is None or current is None else max(
+                rec.commit_time, current)  # fmt: skip
+
+    for _ in range(data.draw(st.integers(1, 12))):
+        side = data.draw(st.sampled_from(["crm", "dialer"]))
+        if data.draw(st.booleans()) and queues[side]:
+            deliver(side)
+            continue
+        cols = data.draw(st.sets(st.sampled_from([1, 2] if lww else [1, 2, 3]), min_size=lww))
+        n = next(written)
+        new = list(rows[side])
+        for c in cols:  # the opt-out flag is set, never cleared; other values are new
+            new[c] = 1 if c == 3 else f"{side}{n}"
+        t = T0 + timedelta(seconds=n) + skew[side]
+        queues[other[side]].append(_upd(rows[side], tuple(new), t))
+        rows[side], versions[side] = tuple(new), t
+    while queues["crm"] or queues["dialer"]:
+        deliver(data.draw(st.sampled_from([s for s in queues if queues[s]])))
+    assert rows["crm"] == rows["dialer"]
+
+
+def test_an_update_that_changed_nothing_wins_nothing() -> None:
+    """The CRM saved its row unchanged, later than the dialer's edit, which the CRM already
+    applied: the dialer must not lose that edit to the CRM's old values."""
+    on_dialer, _ = _resolvers("{rule: last_write_wins}")
+    edited = (1, "dia", "+1", 0)
+    d = on_dialer.decide(_upd(V0, V0, T0 + timedelta(seconds=5)), edited, T0)
+    assert d.kind == "update_update" and d.record is None and d.winner == "current"
+
+
+def test_a_rule_naming_a_column_the_table_lacks_stops_with_its_name() -> None:
+    from cdc_sync.errors import PermanentError  # noqa: PLC0415
+
+    with pytest.raises(PermanentError, match=r"\['do_not_cal'\]"):
+        _resolvers("{rule: last_write_wins, suppression: {column: do_not_cal, wins_when: 1}}")
