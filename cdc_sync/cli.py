@@ -22,7 +22,7 @@ from cdc_sync.cli_replay import replay
 from cdc_sync.cli_status import status
 from cdc_sync.cli_verify import verify
 from cdc_sync.config import Config
-from cdc_sync.errors import CdcSyncError
+from cdc_sync.errors import CdcSyncError, ConfigError
 from cdc_sync.runtime import snapshot_admin
 from cdc_sync.runtime.checks import check_pipeline
 from cdc_sync.runtime.observers import observing
@@ -75,7 +75,13 @@ def run(config_path: str | None, pipelines: tuple[str, ...], until_caught_up: bo
         outcomes = run_all(cfg, names, stop, until_caught_up)
     failed = [o for o in outcomes if o.result == "failed"]
     if failed:
-        _fail(EXIT_FAILED, [f"pipeline {o.pipeline}: {o.error}" for o in failed])
+        # Rules naming what the source does not have are a config problem, found only once
+        # connected: exit 2 like every other one, so scripts tell "fix the file" from "failed".
+        config = all(isinstance(o.error, ConfigError) for o in failed)
+        _fail(
+            EXIT_CONFIG if config else EXIT_FAILED,
+            [f"pipeline {o.pipeline}: {o.error}" for o in failed],
+        )
     sys.exit(EXIT_OK)
 
 

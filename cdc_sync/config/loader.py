@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import yaml
 from pydantic import ValidationError
@@ -91,6 +92,7 @@ def load_config(path: str | Path) -> Config:
     problems: list[str] = []
     data = _walk(raw, "", problems)
     problems += _reference_problems(data)
+    problems += _tls_file_problems(data)
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
@@ -111,6 +113,27 @@ def load_config(path: str | Path) -> Config:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+_TLS_FILES = re.compile(
+    r"(?:^|[?&\s])(sslrootcert|sslcert|sslkey|sslcrl|ssl_ca|ssl_cert|ssl_key)=([^&\s]+)"
+)
+
+
+def _tls_file_problems(data: dict[str, Any]) -> list[str]:
+    """A CA / certificate / key file named in a DSN must exist: found at load, not as a
+    connection error retried forever (the path is not secret; the DSN is not echoed)."""
+    out = []
+    for section in ("sources", "targets"):
+        for name, c in (data.get(section) or {}).items():
+            dsn = c.get("dsn") if isinstance(c, dict) else None
+            if not isinstance(dsn, str):
+                continue
+            for param, value in _TLS_FILES.findall(dsn):
+                fname = unquote(value)
+                if fname != "system" and not Path(fname).is_file():
+                    out.append(f"{section}.{name}.dsn: {param} file {fname} does not exist")
+    return out
 
 
 def _reference_problems(data: dict[str, Any]) -> list[str]:

@@ -24,6 +24,7 @@ from cdc_sync.records import (
     TableSchema,
     TxCommit,
 )
+from cdc_sync.runtime import faults
 from cdc_sync.runtime.events import EVENTS, Throttle
 from cdc_sync.runtime.link import LinkApplier
 from cdc_sync.runtime.link_stamp import Stamper
@@ -266,7 +267,11 @@ class CommitLoop:
                 sink.apply_or_reject(conn, items, refused)
             elif items:
                 sink.apply(conn, items)
+            if items:
+                faults.point("mid_batch")
             store.write(conn, pipeline, letters)
+            if letters:
+                faults.point("dead_letter_write")
             audit.write(conn, rows)
 
         self._writer.submit(job)
@@ -280,7 +285,9 @@ class CommitLoop:
         def commit() -> None:
             # Checkpoint in the same transaction as the rows and audit; fenced by our token.
             checkpoints.save(conn, last.end_position, last.xid, last.commit_time, token)
+            faults.point("checkpoint_write")
             conn.commit()
+            faults.point("after_commit")  # durable, not yet acknowledged to the source
             if tag is not None:
                 tag.ended()
 

@@ -22,6 +22,7 @@ from cdc_sync.records import (
     TxBegin,
     TxCommit,
 )
+from cdc_sync.runtime import faults
 from cdc_sync.runtime.events import EVENTS
 from cdc_sync.runtime.link import NO_CHECK
 from cdc_sync.runtime.loop_commit import Batch, CommitLoop
@@ -166,6 +167,7 @@ class PipelineLoop(CommitLoop):
         return batch.rows >= b.max_rows or time.monotonic() - batch.started >= b.max_seconds
 
     def _change(self, rec: ChangeRecord) -> None:
+        faults.point("after_decode")
         target = self.targets.get(rec.table)
         if target is None:
             # The signal table's watermarks (re-snapshot) are read, never applied; anything
