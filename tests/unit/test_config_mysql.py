@@ -34,7 +34,9 @@ def _load(tmp_path: Path, text: str) -> object:
 
 
 def test_mysql_source_and_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DIALER_DSN", "mysql://cdc:pw@db3:3307/dialer?ssl_ca=/ca.pem")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("a CA")  # the file must exist (checked at load)
+    monkeypatch.setenv("DIALER_DSN", f"mysql://cdc:pw@db3:3307/dialer?ssl_ca={ca}")
     monkeypatch.setenv("COPY_DSN", "mysql://cdc@db4/copy")
     cfg = _load(tmp_path, MYSQL % ", server_id: 4242")
     src = cfg.sources["dialer"]  # type: ignore[attr-defined]
@@ -43,7 +45,7 @@ def test_mysql_source_and_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert isinstance(cfg.targets["copy"], MysqlTarget)  # type: ignore[attr-defined]
     dsn = parse_mysql_dsn(src.dsn.get_secret_value())
     assert (dsn.host, dsn.port, dsn.user, dsn.database) == ("db3", 3307, "cdc", "dialer")
-    assert dict(dsn.params) == {"ssl_ca": "/ca.pem"}
+    assert dict(dsn.params) == {"ssl_ca": str(ca)}
     assert "pw" not in repr(dsn) and "pw" not in dsn.safe()
 
 

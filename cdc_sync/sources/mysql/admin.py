@@ -55,8 +55,11 @@ def head(conn: Any, info: ServerInfo, by_gtid: bool) -> BinlogPosition:
 def checkpoint_problems(
     conn: Any, info: ServerInfo, pos: BinlogPosition, by_gtid: bool
 ) -> list[str]:
-    """Whether the binlog (file, or GTIDs) after ``pos`` is still on the server."""
-    logs = [str(r[0]) for r in query(conn, "SHOW BINARY LOGS")]
+    """Whether the binlog (file, or GTIDs) after ``pos`` is still on the server, and ``pos``
+    is one this server wrote (not past its head: a replaced server under the same DSN)."""
+    rows = query(conn, "SHOW BINARY LOGS")
+    logs = [str(r[0]) for r in rows]
+    sizes = {str(r[0]): int(r[1]) for r in rows}
     if not logs:
         return [str(_no_binlog())]
     if by_gtid and pos.gtid and info.mariadb:
@@ -67,15 +70,32 @@ def checkpoint_problems(
                 f"the checkpoint's GTID state {pos.gtid} is older than the oldest binlog "
                 f"{logs[0]} (which starts after {oldest}; purged for {', '.join(missing)})"
             ]
+        head = MariaGtidState(str(query(conn, "SELECT @@GLOBAL.gtid_binlog_pos")[0][0] or ""))
+        ahead = MariaGtidState(pos.gtid).ahead_of(head)
+        if ahead:
+            return [_ahead(f"GTID state {pos.gtid}", head.text() or "empty", ahead)]
         return []
     if by_gtid and pos.gtid:
         rows = query(conn, "SELECT GTID_SUBSET(@@GLOBAL.gtid_purged, %s)", (pos.gtid,))
         if rows and not int(rows[0][0]):
             return [f"GTIDs after the checkpoint {pos.gtid} were purged (@@gtid_purged)"]
+        rows = query(conn, "SELECT GTID_SUBSET(%s, @@GLOBAL.gtid_executed)", (pos.gtid,))
+        if rows and not int(rows[0][0]):
+            return [_ahead(f"GTID set {pos.gtid}", "@@gtid_executed", ["GTIDs"])]
         return []
     if pos.file not in logs:
         return [f"binlog file {pos.file} is no longer on the server (oldest is {logs[0]})"]
+    if pos.pos > sizes[pos.file]:
+        return [_ahead(f"position {pos.file}:{pos.pos}", f"{sizes[pos.file]} bytes", ["file"])]
     return []
+
+
+def _ahead(what: str, head: str, where: list[str]) -> str:
+    return (
+        f"the checkpoint's {what} is past this server's binlog ({head}; {', '.join(where)}): "
+        "the checkpoint was taken on another server (the source was replaced or rebuilt "
+        "under the same address) or this server lost binlogs it had written"
+    )
 
 
 def _setting(vars_: dict[str, str], name: str, want: str, fix: str) -> list[str]:

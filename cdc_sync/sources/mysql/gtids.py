@@ -35,6 +35,16 @@ class MariaGtidState:
                 out.append(f"domain {d}")
         return out
 
+    def ahead_of(self, head: MariaGtidState) -> list[str]:
+        """Domains where this state is past ``head`` (the server's binlog position): a
+        position the server never wrote."""
+        out = []
+        for d, (_, n) in sorted(self.last.items()):
+            have = head.last.get(d)
+            if n > 0 and (have is None or have[1] < n):
+                out.append(f"domain {d}")
+        return out
+
     def text(self) -> str:
         if self._text is None:
             self._text = ",".join(f"{d}-{s}-{n}" for d, (s, n) in sorted(self.last.items()))
