@@ -9,7 +9,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cdc_sync.testing.pgserver import PgServer
 from tests.integration.harness import Setup, audit_rows, kill, rows_as_text, sql
 from tests.integration.workload import DDL, Workload, audit_changes
 
@@ -53,33 +52,6 @@ def test_sigkill_at_random_moments(tmp_path: Path, source_dsn: str, target_dsn: 
     assert work.transactions > 100
     s.drain()
     _assert_exact(s, work)
-
-
-def test_source_restart_immediate(
-    tmp_path: Path, pg_private_server: PgServer, target_dsn: str
-) -> None:
-    source_dsn = pg_private_server.create_database("crash_src")
-    sql(source_dsn, *DDL)
-    s = Setup(tmp_path, source_dsn, target_dsn, TABLES, max_rows=200, max_seconds=0.1)
-    s.drain()
-    proc = s.start()
-    total = Workload(source_dsn)  # accumulates the changes of every round
-    try:
-        for round_no in range(3):
-            work = Workload(source_dsn, seed=round_no, pause=0.002)
-            work.next_id = 1 + 10_000 * round_no
-            work.start()
-            time.sleep(2)
-            work.stop()
-            total.changes += work.changes
-            # Crash the source while the daemon is still streaming: after the restart
-            # PostgreSQL 15 re-sends transactions it had already confirmed.
-            pg_private_server.restart("immediate")
-        time.sleep(1)
-    finally:
-        assert kill(proc, 15) == 0
-    s.drain()
-    _assert_exact(s, total)
 
 
 def test_sigkill_while_inserts_go_by_copy(tmp_path: Path, source_dsn: str, target_dsn: str) -> None:

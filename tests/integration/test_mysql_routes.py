@@ -12,7 +12,6 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from cdc_sync.testing.myserver import MyServer
 from tests.integration.harness import kill
 from tests.integration.routes import Route, audit_counts, execute, fetch, my_connect, norm
 
@@ -154,29 +153,3 @@ def test_mysql_to_pg_sigkill_loop(tmp_path: Path, my_source_dsn: str, target_dsn
     assert work.transactions > 100
     r.drain()
     _assert_exact(r, work.changes)
-
-
-@pytest.mark.slow
-def test_mysql_source_crash_restart(
-    tmp_path: Path, my_private_server: MyServer, target_dsn: str
-) -> None:
-    dsn = my_private_server.create_database("crash_src")
-    execute(dsn, *MY_DDL)
-    r = Route(tmp_path, dsn, target_dsn, _tables(dsn), max_rows=200, max_seconds=0.1)
-    r.drain()
-    proc = r.start()
-    total: Counter[tuple[str, str, str]] = Counter()
-    try:
-        for round_no in range(3):
-            work = MyWorkload(dsn, seed=round_no, pause=0.002)
-            work.next_id = 1 + 10_000 * round_no
-            work.start()
-            time.sleep(2)
-            work.stop()
-            total.update(work.changes)
-            my_private_server.restart("immediate")  # SIGKILL of mariadbd, crash recovery
-        time.sleep(1)
-    finally:
-        assert kill(proc, 15) == 0
-    r.drain()
-    _assert_exact(r, total)
