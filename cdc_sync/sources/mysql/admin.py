@@ -12,6 +12,7 @@ from cdc_sync.errors import PermanentError
 from cdc_sync.records import BinlogPosition, TableId
 from cdc_sync.sources.mysql.catalog import ServerInfo, query, variables
 from cdc_sync.sources.mysql.errors import error_code
+from cdc_sync.sources.mysql.fetch import ident
 from cdc_sync.sources.mysql.gtids import MariaGtidState
 
 _GLOBAL_GRANT = re.compile(r"^GRANT (.+?) ON \*\.\* TO ", re.IGNORECASE)
@@ -133,7 +134,7 @@ def _select_problems(conn: Any, tables: Sequence[TableId]) -> list[str]:
     out = []
     for t in tables:
         try:
-            query(conn, f"SELECT 1 FROM `{t.schema}`.`{t.name}` LIMIT 0")
+            query(conn, f"SELECT 1 FROM {ident(t.schema)}.{ident(t.name)} LIMIT 0")
         except pymysql.err.MySQLError as e:
             if error_code(e) in _NO_PRIVILEGE:
                 out.append(
