@@ -46,7 +46,8 @@ def check(config_path: str | None, pipelines: tuple[str, ...]) -> None:
     cfg = _load(config_path)
     failed = False
     for name in _pipelines(cfg, pipelines):
-        problems = check_pipeline(cfg, name)
+        warnings: list[str] = []
+        problems = check_pipeline(cfg, name, warn=warnings.append)
         if problems:
             failed = True
             click.echo(f"pipeline {name}: {len(problems)} problem(s)")
@@ -54,6 +55,8 @@ def check(config_path: str | None, pipelines: tuple[str, ...]) -> None:
                 click.echo(f"  - {p}")
         else:
             click.echo(f"pipeline {name}: ok")
+        for w in warnings:  # do not fail check: TLS off for a remote host may be deliberate
+            click.echo(f"  warning: {w}")
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
 
 

@@ -61,3 +61,32 @@ class FencedError(PermanentError):
 
 class ShutdownRequested(CdcSyncError):
     """Raised inside the loop when a stop signal arrives while blocked."""
+
+
+_TLS_REFUSED = (
+    "certificate verify failed",
+    "CERTIFICATE_VERIFY_FAILED",
+    "does not match host name",
+    "root certificate file",
+    "server does not support SSL, but SSL was required",
+)
+TLS_FIX = (
+    "the server's TLS certificate was refused (wrong CA, or the host name in the DSN is not "
+    "one the certificate names); fix the DSN's sslrootcert / ssl_ca or its host"
+)
+
+
+def tls_refusal(exc: BaseException) -> str | None:
+    """The first line of a TLS verification failure anywhere in ``exc``'s chain, else None.
+    A refused certificate is a setting to fix: retrying it forever would hide it (dropped
+    TLS connections, "SSL SYSCALL error", stay transient)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        for line in str(cur).splitlines():
+            if any(m in line for m in _TLS_REFUSED):
+                return line.strip()[:300]
+        nxt = getattr(cur, "original_exception", None)
+        cur = cur.__cause__ or cur.__context__ or (nxt if isinstance(nxt, BaseException) else None)
+    return None

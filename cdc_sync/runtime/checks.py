@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+from collections.abc import Callable
+
 import psycopg
 import pymysql
 import sqlalchemy as sa
 import sqlalchemy.exc
+from psycopg.conninfo import conninfo_to_dict
 
+from cdc_sync import logs
 from cdc_sync.checkpoint.store import CheckpointStore
-from cdc_sync.config.models import Config, PostgresSource
+from cdc_sync.config.dsn import parse_mysql_dsn
+from cdc_sync.config.models import Config, MysqlSource, MysqlTarget, PostgresSource
 from cdc_sync.errors import CdcSyncError, ConfigError
 from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.rules import PipelineRules
@@ -196,7 +203,121 @@ def _link_problems(config: Config, name: str) -> list[str]:
     return problems
 
 
-def check_pipeline(config: Config, name: str) -> list[str]:
+# -- TLS: warnings, not problems (a private network may be trusted on purpose) ------------
+
+_PG_TLS_OFF = ("disable", "allow", "prefer")  # prefer: unencrypted if the server says no
+_PG_TLS_UNVERIFIED = ("require", "verify-ca")  # encrypted; the host name is not checked
+_PG_FIX = "fix: add sslmode=verify-full&sslrootcert=/path/to/ca.pem to the DSN"
+_MY_FIX = "fix: add ssl_ca=/path/to/ca.pem&ssl_verify_identity=true to the DSN"
+
+
+def is_local_host(host: str) -> bool:
+    """A Unix socket or a loopback name / address: traffic that never leaves the machine."""
+    host = host.strip().strip("[]")
+    if not host or host.startswith(("/", "@")) or host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: where it resolves is not checked
+
+
+def _pg_addresses(host: str, hostaddr: str) -> list[str]:
+    """Where libpq connects, per entry of the (comma-separated) lists: ``hostaddr`` when
+    given, else ``host`` (empty: the default Unix socket)."""
+    hosts, addrs = host.split(",") if host else [], hostaddr.split(",") if hostaddr else []
+    n = max(len(hosts), len(addrs))
+    hosts, addrs = hosts + [""] * (n - len(hosts)), addrs + [""] * (n - len(addrs))
+    return [a.strip() or h.strip() for h, a in zip(hosts, addrs, strict=True)]
+
+
+def pg_tls_warning(dsn: str) -> str | None:
+    """None, or why a libpq DSN leaves a connection to a non-loopback host without verified
+    TLS (``sslmode`` absent, disable, allow, prefer; require or verify-ca do not check the
+    server's host name). Host names only: never the DSN."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return None  # not parsable: connecting reports it
+    host = str(params.get("host") or os.environ.get("PGHOST") or "")
+    hostaddr = str(params.get("hostaddr") or os.environ.get("PGHOSTADDR") or "")
+    remote = [h for h in dict.fromkeys(_pg_addresses(host, hostaddr)) if not is_local_host(h)]
+    if not remote:
+        return None  # a Unix socket or loopback only
+    mode = str(params.get("sslmode") or os.environ.get("PGSSLMODE") or "")
+    hosts = ", ".join(remote)
+    if mode in _PG_TLS_OFF or not mode:
+        shown = f"sslmode={mode}" if mode else "no sslmode, i.e. prefer"
+        return (
+            f"TLS is off or unverified for {hosts} ({shown}): the connection may be "
+            f"unencrypted or intercepted; {_PG_FIX}"
+        )
+    if mode in _PG_TLS_UNVERIFIED:
+        return (
+            f"TLS does not verify the server's host name for {hosts} (sslmode={mode}): "
+            f"the connection may be intercepted; {_PG_FIX}"
+        )
+    return None
+
+
+def mysql_tls_warning(dsn_text: str) -> str | None:
+    """None, or why a MySQL DSN leaves a connection to a non-loopback host without verified
+    TLS. PyMySQL checks the certificate with ``ssl_verify_cert`` or ``ssl_verify_identity``,
+    and the host name only with ``ssl_verify_identity`` *and* ``ssl_ca``; without any ``ssl_*``
+    it negotiates TLS when the server offers it (older versions never do) and verifies
+    nothing."""
+    try:
+        dsn = parse_mysql_dsn(dsn_text)
+    except ValueError:
+        return None  # refused when the config is loaded
+    if is_local_host(dsn.host):
+        return None
+    p = dict(dsn.params)
+    ca, cert, identity = p.get("ssl_ca"), p.get("ssl_verify_cert"), p.get("ssl_verify_identity")
+    if ca and identity:
+        return None
+    if not ca and not cert and not identity:
+        return (
+            f"TLS is off or unverified for {dsn.host} (no ssl_ca): the connection may be "
+            f"unencrypted or intercepted; {_MY_FIX}"
+        )
+    if not cert and not identity:
+        what = "ssl_ca without ssl_verify_cert / ssl_verify_identity: the certificate"
+    elif not ca:
+        what = "no ssl_ca: the host name"
+    else:
+        what = "ssl_verify_cert without ssl_verify_identity: the host name"
+    return (
+        f"TLS does not verify the server for {dsn.host} ({what} is not checked): the "
+        f"connection may be intercepted; {_MY_FIX}"
+    )
+
+
+def tls_warnings(config: Config, name: str) -> list[str]:
+    """For the pipeline's source and target: TLS off or not verified for a non-loopback host.
+    From the configuration alone (no connection)."""
+    pc = config.pipelines[name]
+    out = []
+    for side, c in (("source", config.sources[pc.source]), ("target", config.targets[pc.target])):
+        dsn = c.dsn.get_secret_value()
+        mysql = isinstance(c, MysqlSource | MysqlTarget)
+        warning = mysql_tls_warning(dsn) if mysql else pg_tls_warning(dsn)
+        if warning:
+            out.append(f"{side}: {warning}")
+    return out
+
+
+def check_pipeline(
+    config: Config, name: str, warn: Callable[[str], None] | None = None
+) -> list[str]:
+    """The pipeline's problems, one line each (any of them fails ``check``). Warnings (TLS
+    off or unverified for a remote host) do not: each goes to ``warn``, by default logged as
+    a ``check_warning`` event."""
+    for w in tls_warnings(config, name):
+        if warn is not None:
+            warn(w)
+        else:
+            logs.get().warning("check_warning", pipeline=name, warning=w)
     out = _source_problems(config, name) + _rule_problems(config, name)
     out += _target_problems(config, name) + _link_problems(config, name)
     return out + _checkpoint_problems(config, name)

@@ -6,7 +6,7 @@ import psycopg
 import pymysql
 import sqlalchemy.exc
 
-from cdc_sync.errors import CdcSyncError, PermanentError, TransientError
+from cdc_sync.errors import TLS_FIX, CdcSyncError, PermanentError, TransientError, tls_refusal
 from cdc_sync.logs import scrub
 from cdc_sync.sinks.sql.errors import classify_mysql_error
 
@@ -29,6 +29,9 @@ def classify(exc: BaseException, where: str) -> CdcSyncError:
     orig: BaseException = exc
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
         orig = exc.orig
+    refused = tls_refusal(orig)
+    if refused is not None:
+        return PermanentError(f"{where}: {scrub(refused)}; {TLS_FIX}")
     if isinstance(orig, psycopg.Error):
         state = orig.sqlstate or ""
         msg = f"{where}: {_safe_message(orig)}" + (f" (SQLSTATE {state})" if state else "")

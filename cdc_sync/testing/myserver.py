@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pymysql
 
-from cdc_sync.testing.pgserver import free_port
+from cdc_sync.testing.pgserver import ServerTls, free_port, install_tls
 
 # What binlog capture needs (issue #3), plus settings that make a throwaway server fast.
 SETTINGS = {
@@ -48,10 +48,18 @@ def _binary(*names: str) -> str:
 
 
 class MyServer:
-    """One throwaway MariaDB server. ``dsn(db)`` connects as ``root`` (no password) over TCP."""
+    """One throwaway MariaDB server. ``dsn(db)`` connects as ``root`` (no password) over TCP.
+
+    ``tls``: serve TLS with these files (``ssl_cert`` / ``ssl_key`` / ``ssl_ca``); clients
+    still choose, unless their user was made with :meth:`create_user` ``require_ssl``."""
 
     def __init__(
-        self, base: Path | None = None, port: int | None = None, extra: dict[str, str] | None = None
+        self,
+        base: Path | None = None,
+        port: int | None = None,
+        extra: dict[str, str] | None = None,
+        *,
+        tls: ServerTls | None = None,
     ) -> None:
         self.base = Path(base or tempfile.mkdtemp(prefix="cdc-sync-my-"))
         self.datadir = self.base / "data"
@@ -61,6 +69,7 @@ class MyServer:
         merged = {**SETTINGS, **(extra or {})}
         self.settings = {k: v for k, v in merged.items() if v != ""}
         self._os_user = "mysql" if os.geteuid() == 0 else None
+        self.tls = tls
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -78,6 +87,11 @@ class MyServer:
         cnf += [f"socket = {self.socket}", f"pid_file = {self.base / 'mysqld.pid'}"]
         cnf += [f"log_error = {self.base / 'server.log'}"]
         cnf += [f"{k} = {v}" for k, v in self.settings.items()]
+        if self.tls is not None:
+            files = install_tls(self.tls, self.base, self._os_user)
+            cnf += [f"ssl_cert = {files.cert}", f"ssl_key = {files.key}"]
+            if files.ca is not None:
+                cnf.append(f"ssl_ca = {files.ca}")
         if self._os_user:
             cnf.append(f"user = {self._os_user}")
         (self.base / "my.cnf").write_text("\n".join(cnf) + "\n")
@@ -137,6 +151,16 @@ class MyServer:
     def dsn(self, db: str = "") -> str:
         return f"mysql://root@127.0.0.1:{self.port}/{db}"
 
+    def create_user(self, name: str, password: str, *, require_ssl: bool = False) -> None:
+        """A user with every privilege, logging in from anywhere with ``password``;
+        ``require_ssl``: the server refuses its sessions without TLS."""
+        require = " REQUIRE SSL" if require_ssl else ""
+        with self.connect() as c, c.cursor() as cur:
+            cur.execute(f"DROP USER IF EXISTS `{name}`@`%`")
+            # "%%": the statement has a parameter, so a literal % is doubled.
+            cur.execute(f"CREATE USER `{name}`@`%%` IDENTIFIED BY %s{require}", (password,))
+            cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO `{name}`@`%`")
+
     def create_database(self, name: str) -> str:
         with self.connect() as c, c.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
@@ -149,8 +173,10 @@ class MyServer:
 
 
 @contextlib.contextmanager
-def running_mariadb(extra: dict[str, str] | None = None) -> Iterator[MyServer]:
-    server = MyServer(extra=extra)
+def running_mariadb(
+    extra: dict[str, str] | None = None, tls: ServerTls | None = None
+) -> Iterator[MyServer]:
+    server = MyServer(extra=extra, tls=tls)
     try:
         server.init()
         server.start()

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -54,6 +55,33 @@ def pg_bindir() -> Path:
     raise RuntimeError("PostgreSQL server binaries not found (install postgresql)")
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """The files a throwaway server serves TLS with (PEM): its certificate (the chain up to,
+    not including, the CA), the certificate's private key, and the CA that signed it."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+
+def install_tls(tls: ServerTls, directory: Path, os_user: str | None) -> ServerTls:
+    """Copies of the files in ``directory``, owned by the server's OS user (``None``: the
+    current one); the key readable by that user only, as the servers require."""
+    copies = {}
+    for name, src in (("cert", tls.cert), ("key", tls.key), ("ca", tls.ca)):
+        if src is None:
+            continue
+        dst = directory / f"server-{name}.pem"
+        shutil.copyfile(src, dst)
+        os.chmod(dst, 0o600 if name == "key" else 0o644)
+        if os_user:
+            pw = pwd.getpwnam(os_user)
+            os.chown(dst, pw.pw_uid, pw.pw_gid)
+        copies[name] = dst
+    return ServerTls(cert=copies["cert"], key=copies["key"], ca=copies.get("ca"))
+
+
 def _runuser() -> str:
     """runuser lives in /usr/sbin, which a minimal root environment may not have on PATH."""
     found = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
@@ -63,15 +91,28 @@ def _runuser() -> str:
 
 
 class PgServer:
-    """One throwaway cluster. ``dsn(db)`` connects as the superuser ``postgres`` over TCP."""
+    """One throwaway cluster. ``dsn(db)`` connects as the superuser ``postgres`` over TCP.
 
-    def __init__(self, base: Path | None = None, port: int | None = None) -> None:
+    ``tls``: serve TLS with these files (``ssl = on``); clients still choose (the fixtures'
+    own ``dsn()`` connections negotiate TLS without verifying it). ``extra``: more
+    postgresql.conf settings, overriding the defaults (values as written in the file)."""
+
+    def __init__(
+        self,
+        base: Path | None = None,
+        port: int | None = None,
+        *,
+        tls: ServerTls | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.base = Path(base or tempfile.mkdtemp(prefix="cdc-sync-pg-"))
         self.datadir = self.base / "data"
         self.port = port or free_port()
         self.bindir = pg_bindir()
         self.user = "postgres"
         self._os_user = "postgres" if os.geteuid() == 0 else None
+        self.tls = tls
+        self.settings = {**SETTINGS, **(extra or {})}
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bindir / args[0]), *args[1:]]
@@ -97,7 +138,19 @@ class PgServer:
             "-D",
             str(self.datadir),
         )
-        conf = "\n".join(f"{k} = {v}" for k, v in SETTINGS.items())
+        settings = dict(self.settings)
+        if self.tls is not None:
+            # Outside the data directory, which initdb made; the key 0600 and owned by the
+            # server's OS user, or PostgreSQL refuses to start.
+            files = install_tls(self.tls, self.base, self._os_user)
+            settings |= {
+                "ssl": "on",
+                "ssl_cert_file": f"'{files.cert}'",
+                "ssl_key_file": f"'{files.key}'",
+            }
+            if files.ca is not None:
+                settings["ssl_ca_file"] = f"'{files.ca}'"
+        conf = "\n".join(f"{k} = {v}" for k, v in settings.items())
         with open(self.datadir / "postgresql.conf", "a") as f:
             f.write(f"\n{conf}\nport = {self.port}\nunix_socket_directories = '{self.base}'\n")
 
@@ -130,14 +183,38 @@ class PgServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
 
+    def create_user(self, name: str, *, require_ssl: bool = False) -> None:
+        """A superuser that may replicate (trust authentication: any password is accepted);
+        ``require_ssl``: the server refuses its sessions without TLS (``hostnossl … reject``
+        in pg_hba.conf), replication ones included."""
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f'CREATE ROLE "{name}" LOGIN SUPERUSER REPLICATION')
+            if not require_ssl:
+                return
+            hba = self.datadir / "pg_hba.conf"
+            rules = f"hostnossl all {name} all reject\nhostnossl replication {name} all reject\n"
+            hba.write_text(rules + hba.read_text())  # first match wins
+            conn.execute("SELECT pg_reload_conf()")
+        plain = f"postgresql://{name}@127.0.0.1:{self.port}/postgres?sslmode=disable"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the reload is asynchronous
+            try:
+                psycopg.connect(plain, connect_timeout=2).close()
+            except psycopg.OperationalError:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"pg_hba.conf still lets {name} in without TLS")
+
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def running_pg() -> Iterator[PgServer]:
-    server = PgServer()
+def running_pg(
+    tls: ServerTls | None = None, extra: dict[str, str] | None = None
+) -> Iterator[PgServer]:
+    server = PgServer(tls=tls, extra=extra)
     server.init()
     server.start()
     deadline = time.monotonic() + 30

@@ -8,7 +8,14 @@ import psycopg
 import pymysql
 import sqlalchemy.exc
 
-from cdc_sync.errors import CdcSyncError, PermanentError, RowLevelError, TransientError
+from cdc_sync.errors import (
+    TLS_FIX,
+    CdcSyncError,
+    PermanentError,
+    RowLevelError,
+    TransientError,
+    tls_refusal,
+)
 
 
 class TargetRowError(RowLevelError):
@@ -129,6 +136,9 @@ def classify_mysql_error(err: pymysql.MySQLError, where: str) -> CdcSyncError:
     """By error number only: PyMySQL's message text can carry values ("Duplicate entry
     'jane@example.com' for key …", "Incorrect datetime value: '2100-…'"), so the message we
     build holds the number, the class name and at most a column name."""
+    refused = tls_refusal(err)
+    if refused is not None:
+        return PermanentError(f"{where}: {refused}; {TLS_FIX}")
     errno = mysql_errno(err)
     column = mysql_column(err)
     what = f"column {column!r}: " if column else ""
@@ -175,6 +185,9 @@ def classify_db_error(exc: BaseException, table: object | None = None) -> CdcSyn
     state = orig.sqlstate or ""
     msg = f"{where}: {_primary_message(orig)}" + (f" (SQLSTATE {state})" if state else "")
     if not state:
+        refused = tls_refusal(orig)
+        if refused is not None:
+            return PermanentError(f"{where}: {refused}; {TLS_FIX}")
         # libpq-level failure without a server answer (connection refused/reset/timeout).
         if isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError):
             return TransientError(msg)

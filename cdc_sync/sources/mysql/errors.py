@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pymysql
 
-from cdc_sync.errors import CdcSyncError, PermanentError, TransientError
+from cdc_sync.errors import TLS_FIX, CdcSyncError, PermanentError, TransientError, tls_refusal
 
 # Heal by themselves: connection refused / lost / gone away, server shutting down, too many
 # connections, lock wait timeout and deadlock (the catalog queries can hit those).
@@ -40,6 +40,9 @@ def classify(err: BaseException, where: str) -> CdcSyncError:
     """Transient or permanent, with a message holding neither secrets nor row values."""
     if isinstance(err, CdcSyncError):
         return err
+    refused = tls_refusal(err)
+    if refused is not None:
+        return PermanentError(f"{where}: {refused}; {TLS_FIX}")
     code = error_code(err)
     text = f"{where}: {_server_message(err)}"
     if code is not None:
