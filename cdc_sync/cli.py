@@ -18,6 +18,7 @@ from cdc_sync.cli_common import (
     pipeline_option,
 )
 from cdc_sync.cli_conflicts import conflicts
+from cdc_sync.cli_migrate import migrate
 from cdc_sync.cli_replay import replay
 from cdc_sync.cli_status import status
 from cdc_sync.cli_verify import verify
@@ -81,10 +82,11 @@ def run(config_path: str | None, pipelines: tuple[str, ...], until_caught_up: bo
         # Rules naming what the source does not have are a config problem, found only once
         # connected: exit 2 like every other one, so scripts tell "fix the file" from "failed".
         config = all(isinstance(o.error, ConfigError) for o in failed)
-        _fail(
-            EXIT_CONFIG if config else EXIT_FAILED,
-            [f"pipeline {o.pipeline}: {o.error}" for o in failed],
-        )
+        lines = []
+        for o in failed:
+            text, prefix = str(o.error), f"pipeline {o.pipeline}: "
+            lines.append(text if text.startswith(prefix) else prefix + text)
+        _fail(EXIT_CONFIG if config else EXIT_FAILED, lines)
     sys.exit(EXIT_OK)
 
 
@@ -408,3 +410,4 @@ main.add_command(verify)
 main.add_command(replay)
 main.add_command(status)
 main.add_command(conflicts)
+main.add_command(migrate)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from cdc_sync.errors import TransientError
+from cdc_sync.errors import PermanentError, TransientError
 from cdc_sync.state.tables import ALEMBIC_VERSION_TABLE
 
 if TYPE_CHECKING:
@@ -89,8 +89,29 @@ def _upgrade(connection: sa.Connection, schema: str | None) -> None:
     # Alembic keeps the running migration's context in module globals (alembic.context,
     # alembic.op): two pipelines of one daemon upgrading at once from their threads would
     # run on each other's connection (seen: a two-way link's directions starting together).
+    before = current_revision(connection, schema)
     with _ALEMBIC:
-        command.upgrade(alembic_config(connection, schema), "head")
+        try:
+            command.upgrade(alembic_config(connection, schema), "head")
+        except sa.exc.DBAPIError as e:
+            if not _denied(e):
+                raise
+            where = f" in schema {schema}" if schema else ""
+            raise PermanentError(
+                f"the cdc_sync_* tables{where} are at revision {before or '(none yet)'}, this "
+                f"version needs {HEAD_REVISION}, and this user may not change them; run "
+                "`cdc-sync migrate -c <config> --owner-dsn-env <VAR>` as their owner first "
+                "(docs/security.md)"
+            ) from None
+
+
+def _denied(e: sa.exc.DBAPIError) -> bool:
+    """A missing privilege (PostgreSQL 42501; MySQL 1142 / 1044 / 1227 / 1143)."""
+    orig = e.orig
+    if getattr(orig, "sqlstate", None) == "42501":
+        return True
+    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
+    return len(args) > 0 and args[0] in (1142, 1143, 1044, 1227)
 
 
 def _upgrade_mysql(connection: sa.Connection, schema: str | None) -> None:

@@ -610,3 +610,50 @@ def test_pg_to_mariadb_least_privilege(
     assert purged.returncode == 0 and purged.stdout.strip() == "3", purged.stderr[-2000:]
     assert "append-only within the retention period" in guard
     assert after == outcomes
+
+
+def test_a_daemon_without_ddl_rights_says_to_migrate_and_cdc_sync_migrate_does_it(
+    source_dsn: str, target_dsn: str, tmp_path: Path, report: Report
+) -> None:
+    """Before the owner has migrated, the daemon's start stops with the command to run (not a
+    bare "permission denied"); `cdc-sync migrate --owner-dsn-env` creates the tables as the
+    owner, and once granted the daemon replicates."""
+    pipeline = f"lp_{_db(source_dsn)}"
+    src_role, tgt_role = f"cdc_src_{_db(source_dsn)}", f"cdc_tgt_{_db(target_dsn)}"
+    owner = f"cdc_owner_{_db(target_dsn)}"
+    _pg_source(source_dsn, src_role, pipeline)
+    sql(
+        target_dsn,
+        *PG_TABLES,
+        f"CREATE ROLE {tgt_role} LOGIN",
+        f"CREATE ROLE {owner} LOGIN",
+        f"CREATE SCHEMA {STATE_SCHEMA} AUTHORIZATION {owner}",
+        f"GRANT USAGE ON SCHEMA {STATE_SCHEMA} TO {tgt_role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON public.customers, public.orders TO {tgt_role}",
+    )
+    _pg_harden(target_dsn, tgt_role, owner)
+    r = _route(
+        tmp_path,
+        _as(source_dsn, src_role),
+        _as(target_dsn, tgt_role),
+        {"public.customers": None, "public.orders": None},
+        state_schema=STATE_SCHEMA,
+    )
+    first = r.cli("run", "--until-caught-up")
+    r.env["OWNER_DSN"] = _as(target_dsn, owner)
+    migrated = r.cli("migrate", "--owner-dsn-env", "OWNER_DSN")
+    again = r.cli("migrate", "--owner-dsn-env", "OWNER_DSN")
+    sql(
+        _as(target_dsn, owner),
+        *(f"GRANT {p} ON {STATE_SCHEMA}.{t} TO {tgt_role}" for t, p in STATE_DML_GRANTS.items()),
+    )
+    r.drain()
+    _pg_changes(source_dsn, 100)
+    r.drain()
+    rows = _pg_equal(source_dsn, target_dsn)
+    report(rows=rows, message=f"before migrate: {_refusal(first.stderr)[:110]}")
+    assert first.returncode == 1, first.stderr
+    assert "cdc-sync migrate" in first.stderr and "(none yet)" in first.stderr, first.stderr
+    assert migrated.returncode == 0, migrated.stderr
+    assert "no tables -> " in migrated.stdout, migrated.stdout
+    assert again.returncode == 0 and "no tables" not in again.stdout, again.stdout

@@ -114,6 +114,13 @@ _MYSQL_HINTS = {
     1146: "table does not exist",
     1054: "unknown column",
 }
+# "INSERT command denied to user 'u'@'h' for table `hub`.`t`" (1142; 1143 names a column):
+# the command and the table are identifiers, never values, so they go into the message.
+_DENIED = re.compile(
+    r"^(\w+) command denied to user .*? for (?:column '([^']*)' in )?table "
+    r"[`']?([^`'.]*)[`']?(?:\.[`']?([^`']*)[`']?)?",
+    re.IGNORECASE,
+)
 # Only identifiers are ever taken from a server message: "for column 'x'", "column `d`.`t`.`x`".
 _COLUMN = re.compile(r"column (?:`[^`]*`\.`[^`]*`\.`([^`]*)`|'([^']*)')", re.IGNORECASE)
 
@@ -143,6 +150,8 @@ def classify_mysql_error(err: pymysql.MySQLError, where: str) -> CdcSyncError:
     column = mysql_column(err)
     what = f"column {column!r}: " if column else ""
     hint = _MYSQL_HINTS.get(errno or 0)
+    if errno in (1142, 1143):
+        hint = _denied(err) or hint
     msg = f"{where}: {what}{hint or type(err).__name__} (MySQL error {errno})"
     if not errno or errno in MYSQL_TRANSIENT or 2000 <= errno < 3000:
         # No number (0: connection closed) or a client-side 2xxx: the connection failed.
@@ -156,6 +165,22 @@ def classify_mysql_error(err: pymysql.MySQLError, where: str) -> CdcSyncError:
             column=column,
         )
     return PermanentError(msg)
+
+
+def _denied(err: BaseException) -> str | None:
+    """ "permission denied: DROP on table hub.t; fix: GRANT DROP ON `hub`.`t` TO <cdc user>" """
+    text = str(err.args[1]) if len(err.args) > 1 else ""
+    m = _DENIED.search(text)
+    if m is None:
+        return None
+    command, column, first, second = m.groups()
+    table = f"{first}.{second}" if second else first
+    quoted = ".".join(f"`{p}`" for p in table.split("."))
+    on = f" ({column})" if column else ""
+    return (
+        f"permission denied: {command.upper()}{on} on table {table}; "
+        f"fix: GRANT {command.upper()}{on} ON {quoted} TO <cdc user>"
+    )
 
 
 def _primary_message(err: psycopg.Error) -> str:
