@@ -17,9 +17,10 @@ from cdc_sync.checkpoint.store import CheckpointStore
 from cdc_sync.config.dsn import parse_mysql_dsn
 from cdc_sync.config.models import Config, MysqlSource, MysqlTarget, PostgresSource
 from cdc_sync.errors import CdcSyncError, ConfigError
+from cdc_sync.runtime.check_target import mysql_problems, pg_problems
 from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.rules import PipelineRules
-from cdc_sync.runtime.wiring import build_source, table_map, target_engine
+from cdc_sync.runtime.wiring import build_source, state_schema_of, table_map, target_engine
 
 # What a check may meet while probing servers; reported as problems, never raised.
 _PROBE_ERRORS = (
@@ -44,79 +45,21 @@ def _source_problems(config: Config, name: str) -> list[str]:
         source.close()
 
 
-_MY_PRIVS = ("CREATE", "ALTER", "INSERT", "UPDATE", "DELETE", "SELECT")
-
-
-def _mysql_problems(conn: sa.Connection, schemas: set[str]) -> list[str]:
-    """Each target database exists (or may be created) and the user may write there."""
-    problems = []
-    for db in sorted(schemas):
-        exists = conn.execute(
-            sa.text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :s"), {"s": db}
-        ).first()
-        # SCHEMA_PRIVILEGES / USER_PRIVILEGES list what the current user was granted.
-        have = {
-            str(p)
-            for (p,) in conn.execute(
-                sa.text(
-                    "SELECT PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES "
-                    "WHERE GRANTEE = :u AND :s LIKE TABLE_SCHEMA "
-                    "UNION SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES "
-                    "WHERE GRANTEE = :u"
-                ),
-                {"u": _grantee(conn), "s": db},
-            )
-        }
-        missing = [p for p in _MY_PRIVS if p not in have]
-        if not exists and "CREATE" not in have:
-            problems.append(
-                f"target: database {db!r} does not exist and the user may not create it; "
-                f"fix: CREATE DATABASE `{db}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;"
-            )
-        if missing:
-            problems.append(
-                f"target: user lacks {', '.join(missing)} on database {db!r}; "
-                f"fix: GRANT {', '.join(_MY_PRIVS)} ON `{db}`.* TO <cdc user>;"
-            )
-    return problems
-
-
-def _grantee(conn: sa.Connection) -> str:
-    user, _, host = str(conn.execute(sa.text("SELECT CURRENT_USER()")).scalar()).rpartition("@")
-    return f"'{user}'@'{host}'"
-
-
 def _target_problems(config: Config, name: str) -> list[str]:
     engine = target_engine(config, name)
-    problems = []
+    tname = config.pipelines[name].target
+    tc = config.targets[tname]
+    tables = list(table_map(config, name).values())
     try:
         with engine.connect() as conn:
-            schemas = {t.schema for t in table_map(config, name).values()}
             if conn.dialect.name in ("mysql", "mariadb"):
-                return _mysql_problems(conn, schemas)
-            for schema in sorted(schemas):
-                exists = conn.execute(
-                    sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": schema}
-                ).first()
-                if not exists:
-                    problems.append(
-                        f'target: schema {schema!r} does not exist; fix: CREATE SCHEMA "{schema}";'
-                    )
-                    continue
-                can = conn.execute(
-                    sa.text("SELECT has_schema_privilege(current_user, :s, 'CREATE')"),
-                    {"s": schema},
-                ).scalar()
-                if not can:
-                    problems.append(
-                        f"target: user may not create tables in schema {schema!r}; "
-                        f'fix: GRANT CREATE ON SCHEMA "{schema}" TO <cdc user>;'
-                    )
+                state = state_schema_of(config, tname)
+                return mysql_problems(conn, tables, state, tc.create_tables)
+            return pg_problems(conn, tables, tc.state_schema, tc.create_tables)
     except _PROBE_ERRORS as e:
-        problems.append(f"target: {classify(e, 'cannot connect to target')}")
+        return [f"target: {classify(e, 'cannot connect to target')}"]
     finally:
         engine.dispose()
-    return problems
 
 
 def _checkpoint_problems(config: Config, name: str) -> list[str]:

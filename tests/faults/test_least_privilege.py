@@ -361,6 +361,7 @@ def test_pg_to_pg_state_created_by_daemon(
     assert verify.returncode == 0, verify.stdout + verify.stderr[-2000:]
     assert "permission denied for table cdc_sync_audit" in denied
     assert regranted == 0  # the statement ran: the revoke did not hold
+    assert [c for c in check if c.startswith("target")] == [], check  # no false alarm
 
 
 def test_pg_to_pg_append_only_audit(
@@ -470,7 +471,7 @@ def test_pg_to_pg_append_only_audit(
 # -- MariaDB → PostgreSQL -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("monitor", ["BINLOG MONITOR", "REPLICATION CLIENT"])
+@pytest.mark.parametrize("monitor", ["BINLOG MONITOR", "REPLICATION CLIENT", "via a role"])
 def test_mariadb_to_pg_least_privilege(
     monitor: str, my_source_dsn: str, target_dsn: str, tmp_path: Path, report: Report
 ) -> None:
@@ -480,6 +481,8 @@ def test_mariadb_to_pg_least_privilege(
     db = _db(my_source_dsn)
     user = f"cdc_{db}_{monitor.rsplit(maxsplit=1)[-1].lower()}"[:80]
     tgt_role, owner = f"cdc_tgt_{_db(target_dsn)}", f"cdc_owner_{_db(target_dsn)}"
+    # "via a role": every privilege is the role's; the user only has the role (by default)
+    grantee = f"cdc_role_{db}" if monitor == "via a role" else f"'{user}'@'%'"
     execute(
         my_source_dsn,
         *MY_SOURCE_TABLES,
@@ -487,10 +490,15 @@ def test_mariadb_to_pg_least_privilege(
         "(2, 'b', 2.5, NULL), (3, 'c', -3, '2024-02-29 23:59:59')",
         "INSERT INTO orders VALUES (1, 1, 9.99, 'x'), (2, 2, 0, NULL)",
         f"CREATE USER '{user}'@'%'",
-        f"GRANT REPLICATION SLAVE ON *.* TO '{user}'@'%'",
-        f"GRANT SELECT ON `{db}`.`customers` TO '{user}'@'%'",
-        f"GRANT SELECT ON `{db}`.`orders` TO '{user}'@'%'",
-    )
+        *(
+            [f"CREATE ROLE {grantee}", f"GRANT {grantee} TO '{user}'@'%'",
+             f"SET DEFAULT ROLE {grantee} FOR '{user}'@'%'"]
+            if monitor == "via a role" else []
+        ),
+        f"GRANT REPLICATION SLAVE ON *.* TO {grantee}",
+        f"GRANT SELECT ON `{db}`.`customers` TO {grantee}",
+        f"GRANT SELECT ON `{db}`.`orders` TO {grantee}",
+    )  # fmt: skip
     sql(
         target_dsn,
         *PG_FROM_MY_TABLES,
@@ -507,7 +515,8 @@ def test_mariadb_to_pg_least_privilege(
         state_schema=STATE_SCHEMA,
     )
     before = _check_lines(r)  # REPLICATION SLAVE alone: the monitor privilege is missing
-    execute(my_source_dsn, f"GRANT {monitor} ON *.* TO '{user}'@'%'")
+    privilege = "BINLOG MONITOR" if monitor == "via a role" else monitor
+    execute(my_source_dsn, f"GRANT {privilege} ON *.* TO {grantee}")
     after = [ln for ln in _check_lines(r) if ln.startswith("source")]
     r.drain()
     execute(
@@ -566,6 +575,7 @@ def test_pg_to_mariadb_least_privilege(
         {"public.customers": f"{db}.customers", "public.orders": f"{db}.orders"},
     )
     check = _check_lines(r)
+    assert [c for c in check if c.startswith("target")] == [], check  # no false alarm
     r.drain()  # daemon_migrates: creates the state tables (0001-0006) with these grants
     _pg_changes(source_dsn, 100)
     r.drain()

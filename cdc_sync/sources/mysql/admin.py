@@ -108,12 +108,25 @@ def _setting(vars_: dict[str, str], name: str, want: str, fix: str) -> list[str]
     return []
 
 
+def _enabled_roles(conn: Any) -> list[tuple[object, ...]]:
+    try:
+        rows = query(conn, "SELECT ROLE_NAME FROM information_schema.ENABLED_ROLES")
+        return [r for r in rows if r[0] is not None]  # MariaDB: one NULL row for "none"
+    except pymysql.err.MySQLError:
+        return []  # a server without roles (MySQL < 8 has no such view)
+
+
 def _grant_problems(conn: Any, info: ServerInfo) -> list[str]:
     user = str(query(conn, "SELECT CURRENT_USER()")[0][0])
     name, _, host = user.rpartition("@")
     have: set[str] = set()
-    for (line,) in query(conn, "SHOW GRANTS FOR CURRENT_USER()"):
-        m = _GLOBAL_GRANT.match(str(line))  # only the privilege list: lines can hold hashes
+    lines = [str(r[0]) for r in query(conn, "SHOW GRANTS FOR CURRENT_USER()")]
+    # Privileges can come through roles (granted, and enabled for the session by default).
+    for (role,) in _enabled_roles(conn):
+        quoted = "`" + str(role).replace("`", "``") + "`"
+        lines += [str(r[0]) for r in query(conn, f"SHOW GRANTS FOR {quoted}")]
+    for line in lines:
+        m = _GLOBAL_GRANT.match(line)  # only the privilege list: lines can hold hashes
         if m:
             have.update(p.strip().upper() for p in m.group(1).split(","))
     if "ALL PRIVILEGES" in have:
