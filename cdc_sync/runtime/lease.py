@@ -17,6 +17,7 @@ from cdc_sync.config.models import Config, PostgresSource
 from cdc_sync.errors import PermanentError, ShutdownRequested
 from cdc_sync.runtime.events import EVENTS
 from cdc_sync.runtime.stop import StopFlag
+from cdc_sync.sources.postgres.liveness import WatchedConnection
 
 # A kill -9'd daemon on another host is taken over after at most TTL + one poll (< 15 s).
 # The lease is renewed by a thread of its own every RENEW_SECONDS, whatever the pipeline is
@@ -166,7 +167,9 @@ def evict_stale_reader(config: Config, pipeline: str, stop: StopFlag, log: Any) 
     deadline = time.monotonic() + _SLOT_WAIT_SECONDS
     terminated: set[int] = set()
     try:
-        with psycopg.connect(sc.dsn.get_secret_value(), autocommit=True) as conn:
+        # Watched: after a silent network cut this is the retry's first connection, and a
+        # plain one would wait there until the peer resets it.
+        with WatchedConnection.open(sc.dsn.get_secret_value(), autocommit=True) as conn:
             while True:
                 row = conn.execute(
                     "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)

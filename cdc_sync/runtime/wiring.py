@@ -12,6 +12,7 @@ from cdc_sync.config.links import origin_name
 from cdc_sync.config.models import Config, MysqlSource, MysqlTarget, PostgresSource
 from cdc_sync.records import TableId
 from cdc_sync.sources.base import Source
+from cdc_sync.sources.postgres.liveness import WatchedConnection
 from cdc_sync.sources.postgres.source import PostgresSource as PgCapture
 
 APPLICATION_NAME = "cdc-sync"
@@ -63,16 +64,8 @@ def target_engine(config: Config, pipeline: str) -> sa.Engine:
     dsn = target.dsn.get_secret_value()
 
     def connect() -> psycopg.Connection[tuple[object, ...]]:
-        return psycopg.connect(
-            dsn,
-            application_name=f"{APPLICATION_NAME}:{pipeline}",
-            connect_timeout=10,
-            # Detect a dead peer instead of hanging on a half-open socket.
-            keepalives=1,
-            keepalives_idle=30,
-            keepalives_interval=10,
-            keepalives_count=3,
-        )
+        # Watched: a dead or silent peer is noticed instead of hanging (see liveness).
+        return WatchedConnection.open(dsn, application_name=f"{APPLICATION_NAME}:{pipeline}")
 
     return sa.create_engine(
         "postgresql+psycopg://", creator=connect, pool_size=2, pool_pre_ping=True

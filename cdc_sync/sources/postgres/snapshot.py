@@ -12,6 +12,7 @@ from cdc_sync.errors import PermanentError
 from cdc_sync.records import PgLsn, Row, TableId, TableSchema
 from cdc_sync.sources.postgres import admin
 from cdc_sync.sources.postgres.fetch import SETTINGS_ARGS, SETTINGS_SQL, decode_row, ident, key_text
+from cdc_sync.sources.postgres.liveness import WatchedConnection
 from cdc_sync.sources.postgres.stream import classify
 from cdc_sync.sources.postgres.values import converter_for
 from cdc_sync.sources.postgres.xids import XidSnapshot
@@ -124,10 +125,8 @@ def estimate_rows(conn: Conn, table: TableId) -> int:
 
 def _connect(dsn: str, **kw: Any) -> Conn:
     try:
-        return psycopg.connect(
-            dsn, autocommit=True, connect_timeout=10, application_name="cdc-sync",
-            keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3, **kw,
-        )  # fmt: skip
+        # Watched: a silent peer must not hang the copy (see liveness).
+        return WatchedConnection.open(dsn, autocommit=True, application_name="cdc-sync", **kw)
     except psycopg.Error as e:
         raise classify(e, "cannot connect to the source database for a snapshot") from e
 

@@ -23,6 +23,7 @@ from cdc_sync.sources.base import SourceHealth
 from cdc_sync.sources.postgres import admin, fetch, health, snapshot
 from cdc_sync.sources.postgres.catalog import lookup_type, read_schemas
 from cdc_sync.sources.postgres.decoder import PgOutputDecoder
+from cdc_sync.sources.postgres.liveness import WatchedConnection
 from cdc_sync.sources.postgres.stream import KEEPALIVE, XLOG, ReplicationStream, classify
 from cdc_sync.sources.postgres.types import PgType, TypeResolver
 from cdc_sync.sources.postgres.xids import XidSnapshot
@@ -85,8 +86,9 @@ class PostgresSource:
     def _catalog(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = psycopg.connect(
-                    self._dsn, autocommit=True, connect_timeout=10, application_name="cdc-sync"
+                # Watched: a silent peer must not hang the pipeline (see liveness).
+                self._conn = WatchedConnection.open(
+                    self._dsn, autocommit=True, application_name="cdc-sync"
                 )
             except psycopg.Error as e:
                 raise classify(e, "cannot connect to the source database") from e
@@ -292,12 +294,16 @@ class PostgresSource:
         except psycopg.Error as e:
             err = classify(e, "cannot write the heartbeat message")
             if isinstance(err, TransientError):
-                return  # the next one reconnects; a missed heartbeat costs nothing
+                # The next one reconnects; a missed heartbeat costs nothing. Counted from
+                # now: one that hung on a dead server is not retried at once (the stream
+                # would notice the dead server only after both).
+                self._next_heartbeat = time.monotonic() + self._heartbeat
+                return
             # Read-only server, a revoked function…: streaming still works, so keep going
             # and let health() tell the operator that the slot may hold WAL back.
             self._heartbeat_problem = f"heartbeat disabled: {err}"
-        except TransientError:
-            return  # could not connect: as above
+        except TransientError:  # could not connect: as above
+            self._next_heartbeat = time.monotonic() + self._heartbeat
 
     def checkpoint_problems(self, position: Position) -> list[str]:
         """Why streaming cannot resume after ``position`` (empty: it can): the slot is

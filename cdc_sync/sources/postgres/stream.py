@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import select
 import struct
 import time
@@ -10,7 +11,8 @@ from collections.abc import Iterator
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from cdc_sync.errors import CdcSyncError, PermanentError, TransientError
+from cdc_sync.errors import TLS_FIX, CdcSyncError, PermanentError, TransientError, tls_refusal
+from cdc_sync.sources.postgres.liveness import WatchedConnection
 from cdc_sync.sources.postgres.values import SESSION_SETTINGS
 
 XLOG, KEEPALIVE, IDLE = 0, 1, 2
@@ -22,6 +24,8 @@ _KEEPALIVE = struct.Struct(">QqB")  # wal_end, send_time, reply_requested
 _STATUS = struct.Struct(">cQQQqB")  # 'r', write, flush, apply, client time, reply_requested
 _PG_EPOCH_UNIX = 946_684_800
 _SLOT_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
+_DEFAULT_SILENCE_SECONDS = 60.0  # PostgreSQL's wal_receiver_timeout default
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
 # SQLSTATEs that heal by themselves: connection exceptions, admin shutdown / crash recovery,
 # resource shortage, and 55006 (slot still held by a previous instance's walsender).
@@ -30,6 +34,9 @@ _TRANSIENT = ("08", "53", "57P", "58", "55006", "40001", "40P01")
 
 def classify(err: psycopg.Error, where: str) -> CdcSyncError:
     """Transient or permanent, with a message holding neither DSN secrets nor row values."""
+    refused = tls_refusal(err)
+    if refused is not None:
+        return PermanentError(f"{where}: {refused}; {TLS_FIX}")
     state = err.sqlstate or ""
     primary = err.diag.message_primary if err.diag else None
     # Only the primary message: DETAIL can carry row values; str(err) has no password.
@@ -40,6 +47,16 @@ def classify(err: psycopg.Error, where: str) -> CdcSyncError:
     if state.startswith(_TRANSIENT) or (not state and isinstance(err, psycopg.OperationalError)):
         return TransientError(text)
     return PermanentError(text)
+
+
+def _sender_timeout(conn: psycopg.Connection[tuple[object, ...]]) -> float:
+    """The server's wal_sender_timeout in seconds (it drops a receiver silent that long; we
+    drop a silent walsender after as long), or the wal_receiver_timeout default if off."""
+    row = conn.execute("SHOW wal_sender_timeout").fetchone()
+    m = re.fullmatch(r"\s*(\d+)\s*(ms|s|min|h|d)?\s*", str(row[0]) if row else "")
+    if m is None or int(m.group(1)) == 0:
+        return _DEFAULT_SILENCE_SECONDS
+    return int(m.group(1)) * _UNIT_SECONDS[m.group(2) or "ms"]
 
 
 def lsn_text(lsn: int) -> str:
@@ -65,6 +82,7 @@ class ReplicationStream:
         self._dsn, self._slot, self._publication = dsn, slot, publication
         self._poll, self._status_every = poll_interval, status_interval
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._silence = _DEFAULT_SILENCE_SECONDS
         self._acked = 0
         self._next_status = 0.0
 
@@ -77,16 +95,17 @@ class ReplicationStream:
         self._acked = acked
         try:
             # The dict form keeps the DSN (and its password) out of any string we build.
-            conn = psycopg.connect(
-                self._dsn, replication="database", autocommit=True, connect_timeout=10,
-                options=session_options(self._dsn), keepalives=1, keepalives_idle=30,
-                keepalives_interval=10, keepalives_count=3, application_name="cdc-sync",
+            # Watched: a silent peer must not hang the pipeline (see liveness).
+            conn = WatchedConnection.open(
+                self._dsn, replication="database", autocommit=True,
+                options=session_options(self._dsn), application_name="cdc-sync",
             )  # fmt: skip
         except psycopg.Error as e:
             raise classify(e, "cannot open replication connection") from e
         self._conn = conn
         try:
             self._verify_settings(conn)
+            self._silence = _sender_timeout(conn)
             pubs = self._publication.replace('"', '""').replace("'", "''")
             conn.execute(
                 f'START_REPLICATION SLOT "{self._slot}" LOGICAL {lsn_text(start_lsn)} '
@@ -136,7 +155,14 @@ class ReplicationStream:
         pg = conn.pgconn
         try:
             pg.put_copy_data(_STATUS.pack(b"r", lsn, lsn, lsn, now, 1 if reply else 0))
+            # Bounded: a peer that stopped reading must not hang us here either.
+            give_up = time.monotonic() + self._silence
             while pg.flush() != 0:
+                if time.monotonic() > give_up:
+                    raise TransientError(
+                        f"replication connection lost: the server took nothing for "
+                        f"{self._silence:g} s"
+                    )
                 select.select([pg.socket], [pg.socket], [], self._poll)
                 pg.consume_input()
         except psycopg.Error as e:
@@ -149,10 +175,16 @@ class ReplicationStream:
         if conn is None:
             raise RuntimeError("stream not started")
         pg = conn.pgconn
+        # Like wal_receiver_timeout: a healthy walsender answers the keepalive we request at
+        # every idle poll at once, and speaks at least every wal_sender_timeout/2 even while
+        # decoding a huge transaction or while we are busy elsewhere (what it sent then is
+        # read before this is checked); a silent one is dead to us.
+        heard = time.monotonic()
         try:
             while True:
                 n, buf = pg.get_copy_data(1)
                 if n > 0:
+                    heard = time.monotonic()
                     kind = buf[0]
                     if kind == 0x77:  # 'w' XLogData
                         yield XLOG, _Q(buf, 1)[0], bytes(buf[_XLOG_HEADER:])
@@ -170,6 +202,12 @@ class ReplicationStream:
                     self._send_status(reply=False)
                 ready, _, _ = select.select([pg.socket], [], [], self._poll)
                 if not ready:
+                    if time.monotonic() - heard >= self._silence:
+                        raise TransientError(
+                            "replication connection lost: no message from the server for "
+                            f"{time.monotonic() - heard:.0f} s (wal_sender_timeout "
+                            f"{self._silence:g} s)"
+                        )
                     # Ask for a keepalive so the caller gets a Heartbeat with the server's
                     # position: that is how "caught up" is detected when nothing changes.
                     self._send_status(reply=True)
