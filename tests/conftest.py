@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import psycopg
 import pytest
@@ -103,3 +104,54 @@ def my_private_server() -> Iterator[MyServer]:
     """A MariaDB server of the test's own, for tests that restart, crash or purge it."""
     with running_mariadb() as server:
         yield server
+
+
+# -- the fault and security summary --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    scenario: str
+    rows: int
+    lost: int
+    duplicated: int
+    leaked: int
+    message: str
+
+
+RESULTS: list[Outcome] = []
+Report = Callable[..., None]
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Report:
+    """``report(rows=…, lost=…, duplicated=…, leaked=…, message=…, scenario=None)``: one line
+    of the summary (scenario defaults to the test's id). Call it before asserting, so a
+    failing scenario still shows its figures."""
+
+    def add(
+        *,
+        rows: int,
+        lost: int = 0,
+        duplicated: int = 0,
+        leaked: int = 0,
+        message: str = "",
+        scenario: str | None = None,
+    ) -> None:
+        name = scenario or request.node.name.removeprefix("test_")
+        RESULTS.append(Outcome(name, rows, lost, duplicated, leaked, message))
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not RESULTS:
+        return
+    tr = terminalreporter
+    tr.section("fault suite summary (tests/faults; TLS and least privilege)")
+    tr.write_line("| scenario | rows checked | lost | duplicated | leaked | message seen |")
+    tr.write_line("|---|---:|---:|---:|---:|---|")
+    for o in RESULTS:
+        tr.write_line(
+            f"| {o.scenario} | {o.rows} | {o.lost} | {o.duplicated} | {o.leaked} | {o.message} |"
+        )

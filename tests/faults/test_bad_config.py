@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import Report
 from tests.faults.checks import CANARY_PASSWORD
-from tests.faults.conftest import Report
 from tests.integration.harness import sql
 
 pytestmark = [pytest.mark.integration]

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.faults.conftest import Report
+from tests.conftest import Report
 from tests.integration.harness import Setup, audit_rows, kill, sql, wait_until
 
 pytestmark = [pytest.mark.integration]

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from cdc_sync.testing.pgserver import PgServer
-from tests.faults.conftest import Report
+from tests.conftest import Report
 from tests.integration.harness import Cli, audit_rows, kill, rows_as_text, sql, wait_until
 
 pytestmark = [pytest.mark.integration]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cdc_sync.runtime.lease import TTL_SECONDS
-from tests.faults.conftest import Report
+from tests.conftest import Report
 from tests.integration.harness import kill, wait_until
 from tests.integration.test_ha import (
     assert_applied_once,

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.faults.conftest import Report
+from tests.conftest import Report
 from tests.integration.harness import Setup, audit_rows, kill, rows_as_text, sql, wait_until
 
 pytestmark = [pytest.mark.integration]

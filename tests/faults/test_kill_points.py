@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cdc_sync.runtime.faults import POINTS
+from tests.conftest import Report
 from tests.faults.checks import (
     TABLES,
     Poller,
@@ -27,7 +28,6 @@ from tests.faults.checks import (
     state_texts,
     with_password,
 )
-from tests.faults.conftest import Report
 from tests.integration.harness import Cli, kill
 
 pytestmark = [pytest.mark.integration]
@@ -145,6 +145,7 @@ def test_random_sigkill_every_2_to_20_s_under_load(
     _random_kills(tmp_path, source_dsn, target_dsn, report, (2, 20), seconds=300)
 
 
+@pytest.mark.faults_full  # the default run has tests/integration/test_crash_safety.py's
 def test_random_sigkill_short(
     tmp_path: Path, source_dsn: str, target_dsn: str, report: Report
 ) -> None:

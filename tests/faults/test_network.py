@@ -26,7 +26,7 @@ import psycopg
 import pytest
 
 from cdc_sync.testing.pgserver import PgServer
-from tests.faults.conftest import Report
+from tests.conftest import Report
 from tests.faults.proxy import TcpProxy
 from tests.integration.harness import Cli, audit_rows, kill, rows_as_text, sql, wait_until
 from tests.integration.workload import DDL, Workload, audit_changes

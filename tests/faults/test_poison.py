@@ -9,8 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.conftest import Report
 from tests.faults.checks import leaks, mask
-from tests.faults.conftest import Report
 from tests.integration.harness import Cli, sql
 
 pytestmark = [pytest.mark.integration]

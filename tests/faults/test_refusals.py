@@ -16,7 +16,7 @@ import pytest
 
 from cdc_sync.testing.myserver import MyServer, running_mariadb
 from cdc_sync.testing.pgserver import PgServer, running_pg
-from tests.faults.conftest import Report
+from tests.conftest import Report
 from tests.integration.harness import Setup, rows_as_text, slot_names, sql
 from tests.integration.routes import Route, execute, fetch
 from tests.integration.test_mysql_positions import _purge_to_newest

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.faults.conftest import Report
+from tests.conftest import Report
 from tests.integration.routes import Route, my_connect
 
 pytestmark = [pytest.mark.integration]

@@ -20,7 +20,7 @@ import psycopg
 import pymysql
 import pytest
 
-from tests.faults.conftest import Report
+from tests.conftest import Report
 from tests.integration.harness import rows_as_text, sql
 from tests.integration.routes import Route, execute, fetch, my_connect, norm
 

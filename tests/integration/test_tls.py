@@ -33,12 +33,11 @@ from cdc_sync.config.dsn import parse_mysql_dsn
 from cdc_sync.runtime import checks
 from cdc_sync.testing.myserver import MyServer, running_mariadb
 from cdc_sync.testing.pgserver import PgServer, running_pg
-from tests.conftest import drop_slots
+from tests.conftest import Report, drop_slots
 from tests.faults.checks import CANARY_PASSWORD
-from tests.faults.conftest import Report
-from tests.faults.tls_ca import UNNAMED_HOST, TestCa, make_test_ca
 from tests.integration.harness import kill, wait_until
 from tests.integration.routes import Route, execute, fetch
+from tests.integration.tls_ca import UNNAMED_HOST, TestCa, make_test_ca
 
 pytestmark = pytest.mark.integration
 
