@@ -7,8 +7,10 @@ import math
 import threading
 import time
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import psycopg
+import pymysql
 
 from bench.env import TABLE
 
@@ -33,16 +35,57 @@ def percentiles(values: Sequence[float], ps: Sequence[float] = (50, 99)) -> dict
     return out
 
 
+class _PgMax:
+    def __init__(self, dsn: str) -> None:
+        self.conn = psycopg.connect(dsn, autocommit=True)
+
+    def max_id(self, table: str) -> int:
+        row = self.conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()
+        return int(row[0]) if row else 0
+
+    def __enter__(self) -> _PgMax:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+
+class _MyMax(_PgMax):
+    """MySQL/MariaDB target: autocommit, so each poll reads a fresh snapshot."""
+
+    def __init__(self, dsn: str) -> None:
+        u = urlsplit(dsn)
+        self.conn = pymysql.connect(  # type: ignore[assignment]
+            host=u.hostname or "127.0.0.1",
+            port=u.port or 3306,
+            user=u.username or "root",
+            password=u.password or "",
+            database=u.path.lstrip("/") or None,
+            autocommit=True,
+        )
+
+    def max_id(self, table: str) -> int:
+        with self.conn.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute(f"SELECT coalesce(max(id), 0) FROM {table}")
+            row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+def _connect(dsn: str) -> _PgMax:
+    return _MyMax(dsn) if dsn.startswith(("mysql:", "mariadb:")) else _PgMax(dsn)
+
+
 class Probe(threading.Thread):
-    """Polls ``max(id)`` on the target; ``samples`` keeps (query start time, max id) on change.
+    """Polls ``max(id)`` on the target (PostgreSQL, or MariaDB/MySQL for a ``mysql://`` DSN);
+    ``samples`` keeps (query start time, max id) on change.
 
     A row visible to a query was committed before that query's snapshot, so the query start
     time is an upper bound of when it became visible; the poll interval bounds the error.
     """
 
-    def __init__(self, dsn: str, interval: float = 0.01) -> None:
+    def __init__(self, dsn: str, interval: float = 0.01, table: str = TABLE) -> None:
         super().__init__(daemon=True, name="lag-probe")
-        self.dsn, self.interval = dsn, interval
+        self.dsn, self.interval, self.table = dsn, interval, table
         self.samples: list[tuple[float, int]] = []
         self.halt = threading.Event()
         self.errors: list[BaseException] = []
@@ -50,13 +93,13 @@ class Probe(threading.Thread):
 
     def run(self) -> None:
         try:
-            with psycopg.connect(self.dsn, autocommit=True) as conn:
+            with _connect(self.dsn) as conn:
                 last = -1
                 while not self.halt.is_set():
                     t = time.time()
-                    row = conn.execute(f"SELECT coalesce(max(id), 0) FROM {TABLE}").fetchone()
+                    row = conn.max_id(self.table)
                     self.polls += 1
-                    top = int(row[0]) if row else 0
+                    top = row
                     if top != last:
                         self.samples.append((t, top))
                         last = top
