@@ -11,6 +11,7 @@ from typing import Any
 
 from bench import report
 from bench.modes import MODES, Options
+from bench.peers import BY_KEY, CONTENDERS
 from bench.report import Result
 from cdc_sync.testing.pgserver import pg_bindir
 
@@ -57,12 +58,23 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--rules", action="store_true", help="drain: with the example rule set (bench/env.py)"
     )
     p.add_argument("--rounds", type=int, default=2, help="compare: alternating runs of each")
+    p.add_argument(
+        "--contenders",
+        default="",
+        help=f"peers: comma list of {','.join(c.key for c in CONTENDERS)} (default all)",
+    )
+    p.add_argument("--peer-modes", default="drain,live", help="peers: drain, live or drain,live")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per daemon run")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of markdown")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = p.parse_args(argv)
     if args.scale <= 0:
         p.error("--scale must be > 0")
+    unknown = [k for k in filter(None, args.contenders.split(",")) if k not in BY_KEY]
+    if unknown:
+        p.error(f"--contenders: unknown {', '.join(unknown)}")
+    if not set(filter(None, args.peer_modes.split(","))) <= {"drain", "live"}:
+        p.error("--peer-modes: drain, live or drain,live")
     return args
 
 
@@ -93,6 +105,8 @@ def options(args: argparse.Namespace) -> Options:
         batch=args.batch,
         rounds=args.rounds,
         rules=args.rules,
+        contenders=tuple(filter(None, args.contenders.split(","))),
+        peer_modes=tuple(filter(None, args.peer_modes.split(","))),
     )
 
 

@@ -55,7 +55,7 @@ class _MyMax(_PgMax):
 
     def __init__(self, dsn: str) -> None:
         u = urlsplit(dsn)
-        self.conn = pymysql.connect(  # type: ignore[assignment]
+        self.conn = pymysql.connect(
             host=u.hostname or "127.0.0.1",
             port=u.port or 3306,
             user=u.username or "root",
@@ -65,7 +65,7 @@ class _MyMax(_PgMax):
         )
 
     def max_id(self, table: str) -> int:
-        with self.conn.cursor() as cur:  # type: ignore[attr-defined]
+        with self.conn.cursor() as cur:
             cur.execute(f"SELECT coalesce(max(id), 0) FROM {table}")
             row = cur.fetchone()
         return int(row[0]) if row else 0

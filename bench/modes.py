@@ -16,6 +16,7 @@ from bench.env import PIPELINE, TABLE, BenchEnv, bench_env
 from bench.lag import Probe, audit_lag_ms, percentiles
 from bench.mysql import mysql_drain, mysql_live
 from bench.native import native
+from bench.peers import peers
 from bench.procstat import server_cpu_s
 from bench.report import RESULTS, Result
 from bench.rules_verify import compare_with_rules
@@ -38,6 +39,8 @@ class Options:
     batch: dict[str, float] | None = None  # pipeline batch settings (max_rows, max_seconds, ...)
     rounds: int = 2  # compare: alternating native / cdc-sync runs
     rules: bool = False  # drain: the example rule set on the table (bench/env.py RULES)
+    contenders: tuple[str, ...] = ()  # peers: which (bench/peers.py keys); empty = all
+    peer_modes: tuple[str, ...] = ("drain", "live")  # peers: which modes
 
 
 def _tail(d: Daemon) -> str:
@@ -364,4 +367,5 @@ MODES = {
     "mysql-live": mysql_live_mode,
     "snapshot": pg_snapshot,
     "mysql-snapshot": mysql_snapshot,
+    "peers": peers,
 }

@@ -26,6 +26,7 @@ class Result:
     figures: dict[str, Figure] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)  # ready-made markdown, shown first
 
     @property
     def ok(self) -> bool:
@@ -96,6 +97,7 @@ def markdown(results: list[Result], meta: dict[str, Any]) -> str:
             "",
             f"## {r.mode}: {'PASS' if r.ok else 'FAIL'}",
             "",
+            *[line for t in r.tables for line in (t, "")],
             "| figure | value |",
             "|---|---:|",
         ]

@@ -91,7 +91,14 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class Idle:
-    """Nothing arrived within the poll interval; lets the loop flush time-bound batches."""
+    """Nothing arrived within the poll interval; lets the loop flush time-bound batches.
+
+    ``drained``: sent at once, between source transactions, when the source has nothing more
+    buffered; the loop may commit what it holds without waiting for the batch to fill (low
+    lag when the source is quiet; under a backlog the buffer never runs dry, so batches stay
+    big)."""
+
+    drained: bool = False
 
 
 SourceEvent = TxBegin | ChangeRecord | TxCommit | Heartbeat | Idle

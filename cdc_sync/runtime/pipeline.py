@@ -14,6 +14,7 @@ from cdc_sync.errors import PermanentError
 from cdc_sync.records import (
     ChangeRecord,
     Heartbeat,
+    Idle,
     Op,
     Position,
     Row,
@@ -97,7 +98,7 @@ class PipelineLoop(CommitLoop):
                 if self.resnapshot is not None and not self.stop.is_set:
                     self.resnapshot.tick()
                 if self._batch.last_commit is not None and (
-                    self.stop.is_set or self._due(self._batch)
+                    self.stop.is_set or self._due(self._batch) or self._quiet(ev)
                 ):
                     self._commit(self._batch)
                 if self.stop.is_set:
@@ -161,6 +162,12 @@ class PipelineLoop(CommitLoop):
     def _stop_grace_over(self) -> bool:
         at = self.stop.requested_at
         return at is not None and time.monotonic() - at > _STOP_GRACE_SECONDS
+
+    def _quiet(self, ev: Heartbeat | Idle) -> bool:
+        """The source has nothing more for now and the target is free: commit at once.
+        While a commit is in flight the batch keeps growing instead (natural batching:
+        low lag at low rates, big batches under load)."""
+        return isinstance(ev, Idle) and ev.drained and self._writer.idle()
 
     def _due(self, batch: Batch) -> bool:
         b = self.cfg.batch

@@ -27,6 +27,7 @@ Wire facts relied on (MySQL client/server protocol, binlog v4):
 
 from __future__ import annotations
 
+import select
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -37,12 +38,13 @@ from pymysql.protocol import MysqlPacket
 from pymysqlreplication.constants import BINLOG
 
 from cdc_sync.errors import PermanentError, TransientError
-from cdc_sync.records import SourceEvent
+from cdc_sync.records import Idle, SourceEvent
 from cdc_sync.sources.mysql import tablemap
 from cdc_sync.sources.mysql.decoder import BinlogDecoder
 from cdc_sync.sources.mysql.tablemap import CachedTableMapEvent
 
 MAX_PAYLOAD = 0xFFFFFF
+_DRAINED = Idle(drained=True)
 CHUNK = 256 * 1024
 _HEADER = struct.Struct("<IBIIIH")  # timestamp, type, server_id, event_size, log_pos, flags
 _U32 = struct.Struct("<I")
@@ -160,6 +162,15 @@ class PacketReader:
         self._pos = start + n
         return start, n
 
+    def drained(self) -> bool:
+        """Nothing buffered and nothing waiting on the socket: the server has sent all it
+        has for now. A hint only (PyMySQL's own buffer is not looked into): a wrong answer
+        commits a batch early, never loses or reorders anything."""
+        if self._pos < len(self._buf):
+            return False
+        sock = self._conn._sock
+        return sock is not None and not select.select([sock], [], [], 0)[0]
+
     def next(self) -> tuple[bytes, int, int]:
         start, n = self._one()
         if n < MAX_PAYLOAD:
@@ -275,6 +286,8 @@ class BinlogWire:
                 out = decoder.xid(reader.log_file, log_pos)
                 if out:
                     yield from out
+                    if self.packets.drained():
+                        yield _DRAINED
             elif etype == _QUERY:
                 out = self._query(buf, body, end, ts, log_pos)
                 if out:

@@ -24,11 +24,18 @@ from cdc_sync.sources.postgres import admin, fetch, health, snapshot
 from cdc_sync.sources.postgres.catalog import lookup_type, read_schemas
 from cdc_sync.sources.postgres.decoder import PgOutputDecoder
 from cdc_sync.sources.postgres.liveness import WatchedConnection
-from cdc_sync.sources.postgres.stream import KEEPALIVE, XLOG, ReplicationStream, classify
+from cdc_sync.sources.postgres.stream import (
+    DRAINED,
+    KEEPALIVE,
+    XLOG,
+    ReplicationStream,
+    classify,
+)
 from cdc_sync.sources.postgres.types import PgType, TypeResolver
 from cdc_sync.sources.postgres.xids import XidSnapshot
 
 _IDLE = Idle()
+_DRAINED = Idle(drained=True)
 
 
 def _as_lsn(position: Position | None, what: str) -> PgLsn | None:
@@ -270,6 +277,9 @@ class PostgresSource:
                     if not decoder.in_transaction:
                         self._maybe_heartbeat()
                         yield Heartbeat(PgLsn(lsn))
+                elif kind == DRAINED:
+                    if not decoder.in_transaction:
+                        yield _DRAINED
                 else:
                     if not decoder.in_transaction:
                         self._maybe_heartbeat()

@@ -15,7 +15,7 @@ from cdc_sync.errors import TLS_FIX, CdcSyncError, PermanentError, TransientErro
 from cdc_sync.sources.postgres.liveness import WatchedConnection
 from cdc_sync.sources.postgres.values import SESSION_SETTINGS
 
-XLOG, KEEPALIVE, IDLE = 0, 1, 2
+XLOG, KEEPALIVE, IDLE, DRAINED = 0, 1, 2, 3
 """Kinds of :meth:`ReplicationStream.read` items: (kind, lsn, payload)."""
 
 _XLOG_HEADER = 25  # 'w' + wal_start + wal_end + send_time
@@ -170,7 +170,8 @@ class ReplicationStream:
         self._next_status = time.monotonic() + self._status_every
 
     def read(self) -> Iterator[tuple[int, int, bytes]]:
-        """(XLOG, wal_start, payload) | (KEEPALIVE, wal_end, b"") | (IDLE, 0, b"")."""
+        """(XLOG, wal_start, payload) | (KEEPALIVE, wal_end, b"") | (IDLE, 0, b"") |
+        (DRAINED, 0, b""): once after data, when nothing more has arrived yet."""
         conn = self._conn
         if conn is None:
             raise RuntimeError("stream not started")
@@ -180,11 +181,13 @@ class ReplicationStream:
         # decoding a huge transaction or while we are busy elsewhere (what it sent then is
         # read before this is checked); a silent one is dead to us.
         heard = time.monotonic()
+        fresh = False  # data arrived since the last DRAINED
         try:
             while True:
                 n, buf = pg.get_copy_data(1)
                 if n > 0:
                     heard = time.monotonic()
+                    fresh = True
                     kind = buf[0]
                     if kind == 0x77:  # 'w' XLogData
                         yield XLOG, _Q(buf, 1)[0], bytes(buf[_XLOG_HEADER:])
@@ -200,6 +203,13 @@ class ReplicationStream:
                     raise TransientError("replication stream ended by the server")
                 if time.monotonic() >= self._next_status:
                     self._send_status(reply=False)
+                if fresh:
+                    ready, _, _ = select.select([pg.socket], [], [], 0)
+                    if ready:
+                        pg.consume_input()
+                        continue
+                    fresh = False
+                    yield DRAINED, 0, b""
                 ready, _, _ = select.select([pg.socket], [], [], self._poll)
                 if not ready:
                     if time.monotonic() - heard >= self._silence:
