@@ -11,6 +11,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,32 @@ class ChildStats:
         return self.cpu_user_s + self.cpu_sys_s
 
 
+def _vm_hwm_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+class _PeakRss(threading.Thread):
+    """Samples the child's VmHWM every 50 ms. ``ru_maxrss`` cannot be used: the child is
+    spawned by vfork, and Linux carries the parent's peak RSS (this bench process, grown by
+    the content compares) into the child's maxrss at exec; VmHWM belongs to the new image."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True, name="peak-rss")
+        self.pid, self.kib = pid, 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            self.kib = max(self.kib, _vm_hwm_kib(self.pid))
+            self.halt.wait(0.05)
+
+
 class Daemon:
     """``python -m cdc_sync <args> -c CONFIG`` with stdout/stderr appended to a log file."""
 
@@ -36,6 +63,7 @@ class Daemon:
         self.config, self.env, self.log = config, env, log
         self.proc: subprocess.Popen[bytes] | None = None
         self.started = 0.0
+        self._rss: _PeakRss | None = None
 
     def start(self, *args: str) -> None:
         # BENCH_DAEMON_PREFIX, e.g. "py-spy record -o prof.svg --": profile the daemon itself.
@@ -46,6 +74,8 @@ class Daemon:
             f.flush()
             self.started = time.monotonic()
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=f, stderr=f)
+        self._rss = _PeakRss(self.proc.pid)
+        self._rss.start()
 
     def wait(self, timeout: float) -> ChildStats:
         """Reap the child (SIGKILL after ``timeout`` seconds) and return its own rusage."""
@@ -53,6 +83,8 @@ class Daemon:
         pid = self.proc.pid
         deadline = time.monotonic() + timeout
         while True:
+            if self._rss is not None:  # the last sample before exit
+                self._rss.kib = max(self._rss.kib, _vm_hwm_kib(pid))
             got, status, ru = os.wait4(pid, os.WNOHANG)
             if got == pid:
                 break
@@ -64,12 +96,17 @@ class Daemon:
         wall = time.monotonic() - self.started
         code = os.waitstatus_to_exitcode(status)
         self.proc.returncode = code  # reaped here: keep Popen from waiting again
+        hwm = 0
+        if self._rss is not None:
+            self._rss.halt.set()
+            self._rss.join(1)
+            hwm = self._rss.kib
         return ChildStats(
             exit_code=code,
             wall_s=wall,
             cpu_user_s=ru.ru_utime,
             cpu_sys_s=ru.ru_stime,
-            peak_rss_mb=ru.ru_maxrss / 1024,  # KiB on Linux
+            peak_rss_mb=(hwm or ru.ru_maxrss) / 1024,  # KiB on Linux
         )
 
     def run(self, *args: str, timeout: float = 3600) -> ChildStats:

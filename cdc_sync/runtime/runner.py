@@ -48,7 +48,6 @@ from cdc_sync.runtime.snapshot import InitialSnapshot, OnProgress
 from cdc_sync.runtime.snapshot import plan as snapshot_plan
 from cdc_sync.runtime.source_identity import check_source_identity
 from cdc_sync.runtime.stop import StopFlag
-from cdc_sync.runtime.verify import start_scheduled_verify
 from cdc_sync.runtime.wiring import build_source, may_create, table_map, target_engine
 from cdc_sync.sinks.sql.origin import OriginTag
 from cdc_sync.sinks.sql.sink import SqlSink, is_mysql
@@ -345,7 +344,10 @@ def run_pipeline(config: Config, name: str, stop: StopFlag, until_caught_up: boo
     )
     if not until_caught_up:
         # In the daemon only: verify (never repair) every `verify.every`, on connections of
-        # its own; a failed run is recorded and logged, the stream goes on.
+        # its own; a failed run is recorded and logged, the stream goes on. Imported here:
+        # a drain (--until-caught-up) does not pay for the verify modules at start-up.
+        from cdc_sync.runtime.verify import start_scheduled_verify  # noqa: PLC0415
+
         start_scheduled_verify(config, name, stop)
     while True:
         try:
