@@ -48,7 +48,7 @@ def read(log: Path) -> LogStats:
         if name == "pipeline_started":
             started = _ts(ev)
         elif name == "batch_applied":
-            out.batches += 1
+            out.batches += int(ev.get("batches", 1))  # one line sums up to a second of them
             out.rows += int(ev.get("rows", 0))
             lag = float(ev.get("lag_seconds", 0.0))
             out.max_lag_s = max(out.max_lag_s, lag)

@@ -52,6 +52,47 @@ class Batch:
     last_commit: TxCommit | None = None
 
 
+class _AppliedLog:
+    """``batch_applied`` log lines, at most one a second, summing the batches in between: a
+    quiet source commits every transaction (up to hundreds a second), and one line per
+    commit would flood the log. The metrics and alert events still see every batch."""
+
+    every = 1.0
+
+    def __init__(self) -> None:
+        self.next_at = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.batches = self.rows = self.transactions = 0
+        self.lag = self.max_lag = self.batch_ms = 0.0
+        self.position = ""
+
+    def add(self, rows: int, transactions: int, lag: float, position: str, ms: float) -> None:
+        self.batches += 1
+        self.rows += rows
+        self.transactions += transactions
+        self.lag, self.max_lag = lag, max(self.max_lag, lag)
+        self.position, self.batch_ms = position, ms
+
+    def emit(self, log: Any, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.batches or (now < self.next_at and not force):
+            return
+        log.info(
+            "batch_applied",
+            rows=self.rows,
+            transactions=self.transactions,
+            batches=self.batches,
+            position=self.position,
+            lag_seconds=round(self.lag, 3),
+            max_lag_seconds=round(self.max_lag, 3),
+            batch_ms=round(self.batch_ms, 1),
+        )
+        self._reset()
+        self.next_at = now + self.every
+
+
 @dataclass(frozen=True)
 class _Committing:
     done: Future[None]
@@ -118,6 +159,7 @@ class CommitLoop:
         # (target table, op) → changes handed to the sink since the last commit (metrics)
         self._per_table: Counter[tuple[str, str]] = Counter()
         self._alive = Throttle(1.0)
+        self._applied = _AppliedLog()
         self._next_keep_alive = time.monotonic() + _IDLE_SECONDS
         # Two-way links: every target transaction is tagged with our origin (the other
         # direction's capture drops it), and each change is checked for a conflict first.
@@ -319,14 +361,8 @@ class CommitLoop:
             if not c.transactions:
                 continue  # an idle keep-alive: nothing was applied
             lag = max(0.0, (datetime.now(UTC) - c.commit_time).total_seconds())
-            self.log.info(
-                "batch_applied",
-                rows=c.rows,
-                transactions=c.transactions,
-                position=c.position.to_text(),
-                lag_seconds=round(lag, 3),
-                batch_ms=round((time.monotonic() - c.started) * 1000, 1),
-            )
+            ms = (time.monotonic() - c.started) * 1000
+            self._applied.add(c.rows, c.transactions, lag, c.position.to_text(), ms)
             if self.on_batch:
                 self.on_batch(c.rows, lag)
             EVENTS.batch_applied(
@@ -338,6 +374,7 @@ class CommitLoop:
                 position=c.position.to_text(),
                 per_table=c.per_table,
             )
+        self._applied.emit(self.log)
 
     def _rollback_open(self) -> None:
         self._pending, self._origin, self._letters = [], [], []

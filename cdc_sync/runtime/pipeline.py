@@ -50,6 +50,7 @@ class PipelineLoop(CommitLoop):
             self._ack_finished()
             return result
         finally:
+            self._applied.emit(self.log, force=True)  # batches committed since the last line
             self._writer.close()
 
     def _run(self, resume_after: Position | None) -> str:
