@@ -186,3 +186,29 @@ def evict_stale_reader(config: Config, pipeline: str, stop: StopFlag, log: Any) 
     except psycopg.Error as e:
         # Not fatal here: starting the stream reports a slot that stays busy.
         log.warning("stale_slot_reader_not_terminated", slot=slot, error_class=type(e).__name__)
+
+
+def end_stalled_writers(conn: sa.Connection, log: Any) -> None:
+    """End the target sessions of this pipeline's earlier owner that sit idle inside a
+    transaction (PostgreSQL targets). An owner paused or hung between its writes and its
+    commit keeps its row locks: the new owner's writes of the same keys would wait for them
+    for as long as it stays stopped. Its commit is fenced anyway, so nothing is lost; it
+    rolls back. Same application name = same pipeline (wiring.target_engine)."""
+    if conn.dialect.name != "postgresql":
+        return  # MySQL: innodb_lock_wait_timeout fails the wait, and the retry tries again
+    try:
+        pids = conn.execute(
+            sa.text(
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = current_setting('application_name') "
+                "AND datname = current_database() AND pid <> pg_backend_pid() "
+                "AND state IN ('idle in transaction', 'idle in transaction (aborted)')"
+            )
+        ).all()
+        conn.commit()
+    except sa.exc.DBAPIError as e:  # e.g. not allowed to signal that role: wait instead
+        conn.rollback()
+        log.warning("stalled_writer_not_ended", error_class=type(e.orig).__name__)
+        return
+    for pid, ended in pids:
+        log.warning("stalled_writer_ended", pid=pid, ended=bool(ended))

@@ -164,11 +164,13 @@ class PipelineLoop(CommitLoop):
         at = self.stop.requested_at
         return at is not None and time.monotonic() - at > _STOP_GRACE_SECONDS
 
-    def _quiet(self, ev: Heartbeat | Idle) -> bool:
-        """The source has nothing more for now and the target is free: commit at once.
-        While a commit is in flight the batch keeps growing instead (natural batching:
-        low lag at low rates, big batches under load)."""
-        return isinstance(ev, Idle) and ev.drained and self._writer.idle()
+    @staticmethod
+    def _quiet(ev: Heartbeat | Idle) -> bool:
+        """The source has nothing more for now: commit at once. The commit queues behind
+        one still in flight, and what arrives meanwhile makes the next batch (natural
+        batching: low lag at low rates, big batches under load). Not only when the writer
+        is free: a batch left waiting then would wait for max_seconds."""
+        return isinstance(ev, Idle) and ev.drained
 
     def _due(self, batch: Batch) -> bool:
         b = self.cfg.batch

@@ -37,7 +37,12 @@ from cdc_sync.errors import (
 from cdc_sync.records import TableId, TableSchema
 from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.events import EVENTS
-from cdc_sync.runtime.lease import LeaseKeeper, evict_stale_reader, wait_for_lease
+from cdc_sync.runtime.lease import (
+    LeaseKeeper,
+    end_stalled_writers,
+    evict_stale_reader,
+    wait_for_lease,
+)
 from cdc_sync.runtime.link import LinkApplier, require_full_images
 from cdc_sync.runtime.link_clock import Clock, CurrentTimes
 from cdc_sync.runtime.link_stamp import Stamper
@@ -97,6 +102,7 @@ def run_once(
             one_shot = until_caught_up or snapshot_only
             token = wait_for_lease(conn, checkpoints, stop, log, wait=not one_shot)
             evict_stale_reader(config, name, stop, log)
+            end_stalled_writers(conn, log)
             keeper = LeaseKeeper(engine, checkpoints, token, log)
             cp = checkpoints.load(conn)
             _same_source(conn, checkpoints, source, cp)

@@ -50,11 +50,6 @@ class OrderedWriter:
         """Raise a failure of a finished job, without waiting."""
         self._reap()
 
-    def idle(self) -> bool:
-        """No job queued or running (raises a finished job's failure)."""
-        self._reap()
-        return not self._in_flight
-
     def drain(self) -> None:
         """Wait for every queued job; raises the first failure."""
         while self._in_flight:

@@ -234,7 +234,15 @@ class BinlogWire:
         decoder, reader, nxt = self._decoder, self._reader, self.packets.next
         maps, header, crc32 = self._maps, _HEADER.unpack_from, zlib.crc32
         rows_kind, cache_on = _ROWS_KIND, tablemap.enabled
+        drained = self.packets.drained
+        pending = False  # a transaction went out since the last DRAINED
         while True:
+            # Checked before each read, not only right after an XID: other events (GTID,
+            # heartbeat, another table's transaction) may follow it before the stream goes
+            # quiet, and the loop must still hear that it did.
+            if pending and not decoder.in_transaction and drained():
+                pending = False
+                yield _DRAINED
             buf, s, e = nxt()
             first = buf[s]
             if first != 0:
@@ -286,8 +294,7 @@ class BinlogWire:
                 out = decoder.xid(reader.log_file, log_pos)
                 if out:
                     yield from out
-                    if self.packets.drained():
-                        yield _DRAINED
+                    pending = True
             elif etype == _QUERY:
                 out = self._query(buf, body, end, ts, log_pos)
                 if out:
