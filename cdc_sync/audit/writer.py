@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 
 from cdc_sync.audit.keys import KeyRenderer, default_key_renderer, json_safe
 from cdc_sync.audit.mysql import insert_rows
-from cdc_sync.records import ChangeRecord, Op, Position, TableId
+from cdc_sync.records import ChangeRecord, Op, Position, TableId, TableSchema
 from cdc_sync.state.driver import psycopg_connection
 from cdc_sync.state.tables import state_tables
 
@@ -167,6 +168,31 @@ class AuditWriter:
             else:
                 self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
         return -1
+
+    def add_copied(  # noqa: PLR0917  (one audit row's facts, for many rows)
+        self,
+        source: TableId,
+        target: TableId,
+        schema: TableSchema,
+        keys: Sequence[tuple[object, ...]],
+        position: Position,
+        xid: str,
+        commit_time: datetime,
+    ) -> None:
+        """Audit copied rows given by their keys (a snapshot chunk loaded as it is, no
+        rules): the rows :meth:`add` would write for their INSERT records with op
+        'snapshot', or their count at transaction level."""
+        if self.level == "transaction":
+            per_table = self._counts.setdefault(str(target), {})
+            per_table["snapshot"] = per_table.get("snapshot", 0) + len(keys)
+        if self.level != "row" or not keys:
+            return
+        head = self._head(source, target, "snapshot", "applied")
+        tx = self._last_tx
+        if tx is None or tx.xid != xid or tx.commit_time != commit_time:
+            tx = self._last_tx = self._tx(xid, commit_time)
+        pos, render = position.to_text(), self.key_renderer
+        self._rows.extend([(head, render(schema, key), pos, tx, None) for key in keys])
 
     def mark(
         self, rows: list[AuditRow], index: int, outcome: str, extra: dict[str, object]

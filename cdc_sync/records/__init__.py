@@ -12,6 +12,7 @@ from cdc_sync.records.change import (
     TxBegin,
     TxCommit,
 )
+from cdc_sync.records.copytext import CopyText
 from cdc_sync.records.positions import BinlogPosition, PgLsn, Position
 from cdc_sync.records.schema import Column, ColumnType, Kind, TableId, TableSchema
 from cdc_sync.records.values import UNCHANGED, Interval, JsonText
@@ -22,6 +23,7 @@ __all__ = [
     "ChangeRecord",
     "Column",
     "ColumnType",
+    "CopyText",
     "Heartbeat",
     "Idle",
     "Interval",

@@ -13,6 +13,7 @@ from cdc_sync.audit.writer import Provenance
 from cdc_sync.errors import PermanentError
 from cdc_sync.records import (
     ChangeRecord,
+    CopyText,
     Heartbeat,
     Idle,
     Op,
@@ -137,6 +138,39 @@ class PipelineLoop(CommitLoop):
         finally:
             self._audit_op = None
 
+    def takes_copy_text(
+        self, table: TableId, schema: TableSchema, after: tuple[object, ...] | None
+    ) -> bool:
+        """Whether chunks of ``table`` after key ``after`` may go as the source's COPY text
+        (:meth:`feed_copy_text`): the table has no rules (the rows need no typed values),
+        the pipeline is not one side of a link (those tag and check every row), and the
+        target can load them (see ``SqlSink.takes_copy_text``). Waits for the writer."""
+        if self.link is not None or self.tag is not None or self.stamper is not None:
+            return False
+        if not self.rules.for_schema(schema).identity:
+            return False
+        target = self.targets[table]
+        self._learn(table, schema, target)
+        sink, conn = self.sink, self.conn
+        answer: list[bool] = []
+        self._writer.submit(
+            lambda: answer.append(sink.takes_copy_text(conn, target, schema, after))
+        ).result()
+        return answer[0]
+
+    def feed_copy_text(
+        self, table: TableId, chunk: CopyText, position: Position, xid: str, commit_time: datetime
+    ) -> None:
+        """A chunk's rows loaded as they are (:meth:`takes_copy_text` said yes), audited
+        like :meth:`feed_copied` rows; committed by :meth:`commit_copied`."""
+        target = self.targets[table]
+        sink, conn = self.sink, self.conn
+        self._writer.submit(lambda: sink.load_copy_text(conn, target, chunk))
+        self.audit.add_copied(table, target, chunk.schema, chunk.keys, position, xid, commit_time)
+        self._tx_changes += chunk.rows
+        if EVENTS.active:
+            self._per_table[(str(target), "insert")] += chunk.rows
+
     def commit_copied(
         self,
         position: Position,
@@ -193,13 +227,8 @@ class PipelineLoop(CommitLoop):
         # dropped column stops here with its key path).
         tt = self.rules.for_schema(rec.schema)
         schema = tt.schema  # target-shaped: renamed, dropped, added, re-typed columns
-        known = self._schemas.get(rec.table)
-        if known is not schema:
-            if known is None or known != schema:
-                # Schema announced mid-stream (e.g. ADD COLUMN): widen the target before any
-                # row that needs the new column is written.
-                self._widen(schema, target)
-            self._schemas[rec.table] = schema
+        if self._schemas.get(rec.table) is not schema:
+            self._learn(rec.table, schema, target)
         # Counted before the skips below too: they still write an audit row.
         self._tx_changes += 1
         if rec.op is Op.TRUNCATE and not self._truncate.get(rec.table, True):
@@ -233,6 +262,14 @@ class PipelineLoop(CommitLoop):
             # A big source transaction streams into the open target transaction in chunks
             # instead of being held in memory; it is committed only at its TxCommit.
             self._flush()
+
+    def _learn(self, table: TableId, schema: TableSchema, target: TableId) -> None:
+        known = self._schemas.get(table)
+        if known is None or known != schema:
+            # Schema announced mid-stream (e.g. ADD COLUMN): widen the target before any
+            # row that needs the new column is written.
+            self._widen(schema, target)
+        self._schemas[table] = schema
 
     def _rule_refused(
         self, rec: ChangeRecord, tt: TableTransform, target: TableId, err: RuleError

@@ -315,8 +315,9 @@ def _initial_checkpoint(
     return checkpoints.load(conn)
 
 
-def run_pipeline(config: Config, name: str, stop: StopFlag, until_caught_up: bool) -> Outcome:
-    """Retry transient failures with jittered exponential backoff, resuming at the checkpoint."""
+def retrying(config: Config, name: str, stop: StopFlag) -> Retrying:
+    """Retries of transient failures with jittered exponential backoff (the pipeline's
+    ``retry`` settings); each attempt resumes at the checkpoint."""
     log = logs.get().bind(pipeline=name)
     rc = config.pipelines[name].retry
 
@@ -340,7 +341,7 @@ def run_pipeline(config: Config, name: str, stop: StopFlag, until_caught_up: boo
         if stop.wait(seconds):
             raise ShutdownRequested("stop requested during backoff")
 
-    retrying = Retrying(
+    return Retrying(
         retry=retry_if_exception_type(TransientError),
         wait=wait_random_exponential(multiplier=rc.initial_seconds, max=rc.max_seconds),
         stop=stop_after_attempt(rc.max_attempts) if rc.max_attempts else stop_never,
@@ -348,6 +349,12 @@ def run_pipeline(config: Config, name: str, stop: StopFlag, until_caught_up: boo
         sleep=sleep,
         reraise=True,
     )
+
+
+def run_pipeline(config: Config, name: str, stop: StopFlag, until_caught_up: bool) -> Outcome:
+    """Retry transient failures with jittered exponential backoff, resuming at the checkpoint."""
+    log = logs.get().bind(pipeline=name)
+    attempts = retrying(config, name, stop)
     if not until_caught_up:
         # In the daemon only: verify (never repair) every `verify.every`, on connections of
         # its own; a failed run is recorded and logged, the stream goes on. Imported here:
@@ -357,7 +364,7 @@ def run_pipeline(config: Config, name: str, stop: StopFlag, until_caught_up: boo
         start_scheduled_verify(config, name, stop)
     while True:
         try:
-            result = retrying(run_once, config, name, stop, until_caught_up)
+            result = attempts(run_once, config, name, stop, until_caught_up)
         except ShutdownRequested:
             result = "stopped"
         except FencedError as e:

@@ -9,10 +9,10 @@ import sqlalchemy as sa
 
 from cdc_sync.checkpoint.snapshots import ACTIVE, SnapshotStore, SnapshotTask
 from cdc_sync.config.models import Config
-from cdc_sync.errors import CdcSyncError, PermanentError
+from cdc_sync.errors import CdcSyncError, PermanentError, ShutdownRequested
 from cdc_sync.records import TableId
 from cdc_sync.runtime.classify import classify
-from cdc_sync.runtime.runner import run_once
+from cdc_sync.runtime.runner import retrying, run_once
 from cdc_sync.runtime.snapshot import OnProgress
 from cdc_sync.runtime.stop import StopFlag
 from cdc_sync.runtime.wiring import target_engine
@@ -25,8 +25,16 @@ SIGNAL_DDL = (
 
 
 def initial(config: Config, name: str, stop: StopFlag, on_progress: OnProgress) -> str:
-    """Copy what the pipeline's snapshot mode asks for at a start, then return (no stream)."""
-    return run_once(config, name, stop, False, snapshot_only=True, on_progress=on_progress)
+    """Copy what the pipeline's snapshot mode asks for at a start, then return (no stream).
+    Transient failures are retried as the daemon retries them (each attempt resumes after
+    the last committed chunk): a network blip does not end a long copy."""
+    attempts = retrying(config, name, stop)
+    try:
+        return attempts(
+            run_once, config, name, stop, False, snapshot_only=True, on_progress=on_progress
+        )
+    except ShutdownRequested:
+        return "stopped"
 
 
 def _store(config: Config, name: str) -> tuple[SnapshotStore, str | None]:

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from cdc_sync.records import Position, Row, SourceEvent, TableId, TableSchema
+from cdc_sync.records import CopyText, Position, Row, SourceEvent, TableId, TableSchema
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,13 @@ class SnapshotSession(Protocol):
         """Up to ``limit`` rows with key > ``after`` (all rows when None) in the source's key
         order (keyset pagination), optionally restricted by the SQL condition ``where``;
         values aligned with ``schema.columns``, decoded exactly as ``stream`` decodes them."""
+        ...
+
+    def copy_text(
+        self, table: TableId, schema: TableSchema, after: tuple[object, ...] | None, limit: int
+    ) -> CopyText | None:
+        """The chunk ``read_chunk`` would return, as PostgreSQL COPY text with the keys
+        decoded; None when this source cannot (then ``read_chunk``)."""
         ...
 
     def estimate_rows(self, table: TableId) -> int:

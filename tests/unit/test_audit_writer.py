@@ -146,3 +146,22 @@ def test_transaction_summary_is_corrected_for_rows_the_target_refused() -> None:
         "outcomes": {"dead_letter": 1},
     }
     assert not w._corrections
+
+
+def test_copied_rows_by_key_are_audited_as_their_insert_records() -> None:
+    """A chunk loaded as COPY text is audited from its keys: the same rows (or counts)
+    as its rows fed one by one as INSERT records with op 'snapshot'."""
+    schema = TableSchema(
+        T, (Column("id", ColumnType(Kind.INTEGER)), Column("v", ColumnType(Kind.TEXT))), ("id",)
+    )
+    at, when = PgLsn(0x10), datetime(2026, 1, 2, tzinfo=UTC)
+    target = TableId("public", "copy")
+    for level in ("row", "transaction"):
+        by_record, by_key = AuditWriter("p", level), AuditWriter("p", level)
+        for i in (3, 1, 2):
+            rec = ChangeRecord(Op.INSERT, T, schema, None, (i, "x"), at, "snapshot:1", when)
+            by_record.add(rec, target, op="snapshot")
+        by_key.add_copied(T, target, schema, [(3,), (1,), (2,)], at, "snapshot:1", when)
+        for w in (by_record, by_key):
+            w.end_transaction("snapshot:1", when, at)
+        assert by_key.as_dicts(by_key.take()) == by_record.as_dicts(by_record.take())

@@ -13,7 +13,8 @@ import pymysql
 import sqlalchemy as sa
 
 from cdc_sync.errors import CdcSyncError, PermanentError, RowLevelError
-from cdc_sync.records import ChangeRecord, TableId, TableSchema
+from cdc_sync.records import ChangeRecord, CopyText, TableId, TableSchema
+from cdc_sync.sinks.sql import pg_copytext
 from cdc_sync.sinks.sql.ddl import TableMaker
 from cdc_sync.sinks.sql.errors import classify_db_error
 from cdc_sync.sinks.sql.mysql import MySqlWriter
@@ -152,6 +153,34 @@ class SqlSink:
                     target = _target_of(run, e) if pipelined else str(group.target)
                     # from None: the driver's exception text carries DETAIL (row values).
                     raise classify_db_error(e, target) from None
+
+    def takes_copy_text(
+        self,
+        conn: sa.Connection,
+        target: TableId,
+        schema: TableSchema,
+        after: tuple[object, ...] | None,
+    ) -> bool:
+        """Whether snapshot chunks of ``target`` after key ``after`` can be loaded as COPY
+        text (:meth:`load_copy_text`): a PostgreSQL target without rows there yet."""
+        if conn.dialect.name != "postgresql":
+            return False
+        raw = self._driver(conn)
+        try:
+            with raw.cursor() as cur:
+                return pg_copytext.ready(cur, self._writer.types, target, schema, after)
+        except psycopg.Error as e:
+            raise classify_db_error(e, target) from None
+
+    def load_copy_text(self, conn: sa.Connection, target: TableId, chunk: CopyText) -> None:
+        """Insert a snapshot chunk's rows as they are (see ``pg_copytext.load``)."""
+        raw = self._driver(conn)
+        try:
+            with raw.cursor() as cur:
+                pg_copytext.load(cur, target, chunk)
+        except psycopg.Error as e:
+            raise classify_db_error(e, target) from None
+        self._writer.copied_rows += chunk.rows
 
     def apply_or_reject(
         self,

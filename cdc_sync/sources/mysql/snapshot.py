@@ -10,7 +10,7 @@ import pymysql
 
 from cdc_sync.config.dsn import MysqlDsn
 from cdc_sync.errors import PermanentError
-from cdc_sync.records import BinlogPosition, Column, Kind, Row, TableId, TableSchema
+from cdc_sync.records import BinlogPosition, Column, CopyText, Kind, Row, TableId, TableSchema
 from cdc_sync.sources.mysql import admin
 from cdc_sync.sources.mysql.catalog import ServerInfo, query
 from cdc_sync.sources.mysql.errors import classify
@@ -165,6 +165,12 @@ class MysqlSnapshot:
                 )
         except pymysql.err.MySQLError as e:
             raise classify(e, f"cannot read a chunk of {table} from the source") from e
+
+    def copy_text(
+        self, table: TableId, schema: TableSchema, after: tuple[object, ...] | None, limit: int
+    ) -> CopyText | None:
+        del table, schema, after, limit
+        return None  # MySQL text is not PostgreSQL's COPY format: rows are read and typed
 
     def estimate_rows(self, table: TableId) -> int:
         return estimate_rows(self._live(), table)

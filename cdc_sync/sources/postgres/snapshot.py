@@ -9,8 +9,9 @@ from typing import Any
 import psycopg
 
 from cdc_sync.errors import PermanentError
-from cdc_sync.records import PgLsn, Row, TableId, TableSchema
+from cdc_sync.records import CopyText, PgLsn, Row, TableId, TableSchema
 from cdc_sync.sources.postgres import admin
+from cdc_sync.sources.postgres.copytext import copy_chunk
 from cdc_sync.sources.postgres.fetch import SETTINGS_ARGS, SETTINGS_SQL, decode_row, ident, key_text
 from cdc_sync.sources.postgres.liveness import WatchedConnection
 from cdc_sync.sources.postgres.stream import classify
@@ -159,6 +160,12 @@ class PgSnapshot:
         where: str | None = None,
     ) -> list[Row]:
         return read_chunk(self._live(), table, schema, after, limit, where=where)
+
+    def copy_text(
+        self, table: TableId, schema: TableSchema, after: tuple[object, ...] | None, limit: int
+    ) -> CopyText | None:
+        query = chunk_sql(table, schema, after is not None, limit, None)
+        return copy_chunk(self._live(), table, schema, query, after)
 
     def estimate_rows(self, table: TableId) -> int:
         return estimate_rows(self._live(), table)
