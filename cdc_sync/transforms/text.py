@@ -6,8 +6,6 @@ import functools
 import re
 from collections.abc import Callable
 
-import phonenumbers
-
 from cdc_sync.config.rules import Phone, Regex, Validate
 from cdc_sync.records import ColumnType, Kind
 from cdc_sync.transforms.errors import Problem, RuleError
@@ -25,18 +23,27 @@ Fn = Callable[[object], object]
 # dead-letter real customers. A regex rather than email-validator, which costs ~18 µs an
 # address on the hot path.
 _U = "\u00a1-\U0010ffff"  # not C1 controls or no-break space
-_EMAIL = re.compile(
-    rf"[a-zA-Z0-9.!#$%&'*+/=?^_`{{|}}~{_U}-]+@[a-zA-Z0-9{_U}](?:[a-zA-Z0-9{_U}-]{{0,61}}"
-    rf"[a-zA-Z0-9{_U}])?(?:\.[a-zA-Z0-9{_U}](?:[a-zA-Z0-9{_U}-]{{0,61}}[a-zA-Z0-9{_U}])?)*"
-)
+
+
+@functools.cache
+def _email() -> re.Pattern[str]:
+    # Compiled on first use (~30 ms): a pipeline without an e-mail rule does not pay at start.
+    return re.compile(
+        rf"[a-zA-Z0-9.!#$%&'*+/=?^_`{{|}}~{_U}-]+@[a-zA-Z0-9{_U}](?:[a-zA-Z0-9{_U}-]{{0,61}}"
+        rf"[a-zA-Z0-9{_U}])?(?:\.[a-zA-Z0-9{_U}](?:[a-zA-Z0-9{_U}-]{{0,61}}[a-zA-Z0-9{_U}])?)*"
+    )
+
+
 _EMAIL_MAX = 254  # RFC 5321 path limit (256) minus the angle brackets
 _LOCAL_MAX = 64  # RFC 5321 local-part limit
 
+# PhoneNumberFormat members by name: phonenumbers (~30 ms to import) loads with the first
+# number, so pipelines without a phone rule do not pay for it at start-up.
 _FORMATS = {
-    "e164": phonenumbers.PhoneNumberFormat.E164,
-    "international": phonenumbers.PhoneNumberFormat.INTERNATIONAL,
-    "national": phonenumbers.PhoneNumberFormat.NATIONAL,
-    "digits": phonenumbers.PhoneNumberFormat.E164,
+    "e164": "E164",
+    "international": "INTERNATIONAL",
+    "national": "NATIONAL",
+    "digits": "E164",
 }
 
 
@@ -81,7 +88,7 @@ def regex_fn(cfg: Regex, col: str, t: ColumnType) -> tuple[Fn, ColumnType]:
 
 def email_fn(_cfg: Validate, col: str, t: ColumnType) -> tuple[Fn, ColumnType]:
     require_text("validate", col, t)
-    match = _EMAIL.fullmatch
+    match = _email().fullmatch
 
     def validate_email(v: object) -> object:
         s = v if isinstance(v, str) else ""
@@ -96,13 +103,15 @@ def email_fn(_cfg: Validate, col: str, t: ColumnType) -> tuple[Fn, ColumnType]:
 def normalise_phone(text: str, region: str, fmt: str) -> str | None:
     """The number in ``fmt``, or None when it is not a valid number. Memoised: parsing costs
     ~50 µs and updates carry the same numbers again and again."""
+    import phonenumbers  # noqa: PLC0415  (see _FORMATS)
+
     try:
         n = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         return None
     if not phonenumbers.is_valid_number(n):
         return None
-    out = phonenumbers.format_number(n, _FORMATS[fmt])
+    out = phonenumbers.format_number(n, getattr(phonenumbers.PhoneNumberFormat, _FORMATS[fmt]))
     return out[1:] if fmt == "digits" else out
 
 
