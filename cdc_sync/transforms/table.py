@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from cdc_sync.config.rules import TableRules
 from cdc_sync.errors import ConfigError, PermanentError
@@ -18,8 +18,10 @@ from cdc_sync.transforms.columns import (
 )
 from cdc_sync.transforms.custom import CustomChain, load_custom
 from cdc_sync.transforms.errors import Problem, RuleError
-from cdc_sync.transforms.filter import Pred, compile_filter
 from cdc_sync.transforms.values import json_safe
+
+if TYPE_CHECKING:
+    from cdc_sync.transforms.filter import Pred
 
 Row = tuple[object, ...]
 _HotStep = tuple[Callable[[object], object], int, bool]  # (fn, provenance bit, sees NULL)
@@ -110,6 +112,9 @@ def compile_table(
             )
     pred = None
     if rules.filter:
+        # Imported here: the parser (lark, ~45 ms) loads only for pipelines with a filter.
+        from cdc_sync.transforms.filter import compile_filter  # noqa: PLC0415
+
         try:
             pred, _ = compile_filter(rules.filter, schema)
         except Problem as e:
