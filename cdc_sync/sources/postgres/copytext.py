@@ -33,21 +33,23 @@ def _unescape(field: bytes, encoding: str) -> str:
     return "".join(parts)
 
 
-_FIRST_INT = re.compile(rb"^(-?[0-9]+)[\t\n]", re.MULTILINE)
+# A line starts after a newline byte (the chunk gets one in front): a search for a literal
+# newline, several times faster than a MULTILINE `^` tried at every position.
+_FIRST_INT = re.compile(rb"\n(-?[0-9]+)[\t\n]")
 
 
 def read_keys(data: bytes, schema: TableSchema, encoding: str) -> list[tuple[object, ...]]:
     """Each row's key, typed as the stream types it, from COPY text lines.
 
     A single integer key first in the row (the common CRM shape) is found by one regular
-    expression over the whole chunk: this runs for every copied row. A line starts only
-    after a newline byte: a newline inside a value is printed as an escape."""
+    expression over the whole chunk: this runs for every copied row. A newline inside a
+    value is printed as an escape, so every newline byte ends a row."""
     idx = schema.key_indexes
     first = schema.columns[idx[0]].type
     if idx == (0,) and first.kind in _INTS and not first.array_dims:
-        found = _FIRST_INT.findall(data)
+        found = _FIRST_INT.findall(b"\n" + data)
         if len(found) == data.count(b"\n"):  # else not what COPY prints: read it the long way
-            return [(int(k),) for k in found]
+            return list(zip(map(int, found), strict=True))
     convs: list[tuple[int, Converter | None]] = [
         (i, converter_for(schema.columns[i].type)) for i in idx
     ]
