@@ -9,6 +9,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from cdc_sync.errors import PermanentError
+from cdc_sync.records import TableId, TableSchema
+from cdc_sync.sources.postgres.catalog import lookup_type, read_schema
+from cdc_sync.sources.postgres.copytext import copy_chunk
+from cdc_sync.sources.postgres.fetch import SETTINGS_ARGS, SETTINGS_SQL
+from cdc_sync.sources.postgres.liveness import WatchedConnection
+from cdc_sync.sources.postgres.snapshot import chunk_sql
+from cdc_sync.sources.postgres.types import TypeResolver
 from cdc_sync.testing.pgserver import PgServer
 from tests.integration.harness import Cli, sql
 
@@ -122,3 +130,35 @@ def test_a_row_the_target_refuses_is_dead_lettered_not_the_chunk(
     assert "1000" in str(letters[0][0])
     source = [r for r in _rows(source_dsn) if '"n":1000,' not in r]
     assert _rows(target_dsn) == source
+
+
+def test_copy_chunk_reads_what_psycopg_copy_reads_and_errors_leave_the_session_usable(
+    source_dsn: str,
+) -> None:
+    """The libpq-level COPY reader: the same bytes as psycopg's Copy, keys typed, and a
+    refused statement a classified error after which the connection takes statements."""
+    sql(source_dsn, DDL, SEED)
+    schema = _odd_schema(source_dsn)
+    query = chunk_sql(ODD, schema, True, 700, None)
+    with WatchedConnection.open(source_dsn, autocommit=True) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        conn.execute(SETTINGS_SQL, SETTINGS_ARGS)
+        chunk = copy_chunk(conn, ODD, schema, query, ("new\nline", 1))
+        assert chunk is not None and chunk.rows == 700
+        cur = psycopg.ClientCursor(conn)
+        with cur.copy(f"COPY ({query}) TO STDOUT", ["new\nline", "1"]) as cp:
+            assert chunk.data == b"".join(cp)
+        assert chunk.keys[0] == ("new\nline", 7) and chunk.last_key == chunk.keys[-1]
+        gone = TableId("public", "gone")
+        with pytest.raises(PermanentError, match="SQLSTATE 42P01"):
+            copy_chunk(conn, gone, schema, chunk_sql(gone, schema, False, 10, None), None)
+        conn.rollback()
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+ODD = TableId("public", "odd")
+
+
+def _odd_schema(dsn: str) -> TableSchema:
+    with psycopg.connect(dsn) as conn:
+        return read_schema(conn, ODD, TypeResolver(lambda oid: lookup_type(conn, oid)))
