@@ -37,6 +37,8 @@ class _Auto:
 
 
 AUTO = _Auto()
+# Module constants: ``Op.DELETE`` is a descriptor lookup (~0.1 µs) and _row runs per row.
+_DELETE, _UPDATE = Op.DELETE, Op.UPDATE
 
 
 def _rules_json(rules: Provenance) -> dict[str, list[str]]:
@@ -129,6 +131,11 @@ class AuditWriter:
         self._rule_details: dict[int, tuple[Provenance, str]] = {}
         self._heads: dict[tuple[TableId | None, TableId | None, Op | str, str], _Head] = {}
         self._last_tx: _Tx | None = None
+        # The last row's head key and head, and its position and text: a run of rows
+        # shares them (MySQL: one position per rows event), so they are found by identity,
+        # without hashing the key (Op's hash is a Python call) or formatting the position.
+        self._last_head: tuple[TableId | None, TableId | None, Op | str, str, _Head] | None = None
+        self._last_pos: tuple[Position, str] | None = None
         # transaction level: per target table, per op (applied) / per outcome (the rest)
         self._counts: dict[str, dict[str, int]] = {}
         self._outcomes: dict[str, int] = {}
@@ -192,7 +199,11 @@ class AuditWriter:
         if tx is None or tx.xid != xid or tx.commit_time != commit_time:
             tx = self._last_tx = self._tx(xid, commit_time)
         pos, render = position.to_text(), self.key_renderer
-        self._rows.extend([(head, render(schema, key), pos, tx, None) for key in keys])
+        # In pk text order: the audit's (target_table, pk) index then takes the chunk's rows
+        # in one sweep instead of at scattered pages (measured 110k -> 150k audit rows/s at
+        # 1M rows). The rows of one chunk share everything else, so their order says nothing.
+        pks = sorted([render(schema, key) for key in keys])
+        self._rows.extend([(head, pk, pos, tx, None) for pk in pks])
 
     def mark(
         self, rows: list[AuditRow], index: int, outcome: str, extra: dict[str, object]
@@ -218,15 +229,24 @@ class AuditWriter:
         extra: dict[str, object] | None = None,
         op: str | None = None,
     ) -> AuditRow:
-        # One dict lookup per row: a run of rows shares its head (TableId hashes in C).
-        head = self._heads.get((rec.table, target, op or rec.op, outcome))
-        if head is None:
-            head = self._head(rec.table, target, op or rec.op, outcome)
+        op_key = op or rec.op
+        last = self._last_head
+        if (
+            last is not None
+            and last[0] is rec.table
+            and last[1] is target
+            and last[2] is op_key
+            and last[3] == outcome
+        ):
+            head = last[4]
+        else:
+            head = self._head(rec.table, target, op_key, outcome)
+            self._last_head = (rec.table, target, op_key, outcome, head)
         tx = self._last_tx
         if tx is None or tx.xid != rec.xid or tx.commit_time != rec.commit_time:
             tx = self._last_tx = self._tx(rec.xid, rec.commit_time)
         idx = rec.schema.key_indexes
-        row = rec.before if rec.op is Op.DELETE else rec.after
+        row = rec.before if rec.op is _DELETE else rec.after
         if not isinstance(pk_text, _Auto):
             pk = pk_text
         elif row is None:
@@ -236,7 +256,7 @@ class AuditWriter:
             pk = self.key_renderer(rec.schema, key)
         before = rec.before
         detail: str | None = None
-        if before is not None and rec.op is Op.UPDATE and isinstance(pk_text, _Auto):
+        if before is not None and rec.op is _UPDATE and isinstance(pk_text, _Auto):
             old = tuple([before[i] for i in idx])
             if row is not None and old != tuple([row[i] for i in idx]):
                 old_pk = json.loads(self.key_renderer(rec.schema, old))
@@ -263,7 +283,10 @@ class AuditWriter:
                 if len(self._rule_details) > 10_000:
                     self._rule_details.clear()
                 self._rule_details[id(rules)] = (rules, detail)
-        return (head, pk, rec.position.to_text(), tx, detail)
+        last_pos = self._last_pos
+        if last_pos is None or last_pos[0] is not rec.position:
+            last_pos = self._last_pos = (rec.position, rec.position.to_text())
+        return (head, pk, last_pos[1], tx, detail)
 
     def _head_text(self, source: str | None, target: str | None, op: str, outcome: str) -> _Head:
         fields = (self.pipeline, source, target, op, outcome)
