@@ -13,7 +13,6 @@ from cdc_sync.config.models import Config, MysqlSource, MysqlTarget, PostgresSou
 from cdc_sync.records import TableId
 from cdc_sync.sources.base import Source
 from cdc_sync.sources.postgres.liveness import WatchedConnection
-from cdc_sync.sources.postgres.source import PostgresSource as PgCapture
 
 APPLICATION_NAME = "cdc-sync"
 
@@ -34,12 +33,14 @@ def _mysql_engine(target: MysqlTarget, pipeline: str) -> sa.Engine:
     import pymysql  # noqa: PLC0415  (only MySQL targets pay for the import)
     from pymysql.constants import CLIENT  # noqa: PLC0415
 
+    from cdc_sync.sources.mysql.conn import connect as connect_mysql  # noqa: PLC0415
+
     dsn = parse_mysql_dsn(target.dsn.get_secret_value())
 
     def connect() -> pymysql.connections.Connection:
         args = {"connect_timeout": 10, "read_timeout": 300, "write_timeout": 300}
         args.update(dsn.connect_args())
-        return pymysql.connect(
+        return connect_mysql(
             database=dsn.database,
             charset="utf8mb4",
             collation="utf8mb4_bin",
@@ -115,6 +116,9 @@ def build_source(config: Config, pipeline: str) -> Source:
             marker_table=marker,
         )
     assert isinstance(sc, PostgresSource)
+    # Each source kind imports its own capture (as MySQL above): start-up time only.
+    from cdc_sync.sources.postgres.source import PostgresSource as PgCapture  # noqa: PLC0415
+
     return PgCapture(
         dsn=sc.dsn.get_secret_value(),
         slot=config.slot_for(pipeline),

@@ -13,7 +13,13 @@ import pytest
 from cdc_sync.errors import TransientError
 from cdc_sync.records import BinlogPosition, Heartbeat, TableId, TxBegin, TxCommit
 from cdc_sync.sources.mysql.decoder import BinlogDecoder
-from cdc_sync.sources.mysql.wire import MAX_PAYLOAD, BinlogWire, PacketReader, StreamConnection
+from cdc_sync.sources.mysql.wire import (
+    MAX_PAYLOAD,
+    BinlogWire,
+    PacketReader,
+    StreamConnection,
+    _crc32,
+)
 
 
 def packets(payload: bytes, seq: int = 1) -> tuple[bytes, int]:
@@ -126,3 +132,10 @@ def test_query_begin_commit_and_error_packet() -> None:
     error = b"\xff" + struct.pack("<H", 1236) + b"#HY000" + b"binlog purged"
     with pytest.raises(pymysql.err.OperationalError, match="purged"):
         run(True, error)
+
+
+@pytest.mark.parametrize(("start", "end"), [(0, 0), (3, 4099), (5, 4100), (7, 20_000), (1, 12_289)])
+def test_event_checksum_in_pieces(start: int, end: int) -> None:
+    """The checksum is taken in pieces (so zlib keeps the GIL): same value as in one go."""
+    data = bytes(range(256)) * 100
+    assert _crc32(data, start, end) == zlib.crc32(data[start:end])

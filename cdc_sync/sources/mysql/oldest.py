@@ -11,6 +11,7 @@ from cdc_sync.errors import PermanentError
 from cdc_sync.records import BinlogPosition
 from cdc_sync.sources.mysql.admin import gtid_at
 from cdc_sync.sources.mysql.catalog import ServerInfo, query, server_info
+from cdc_sync.sources.mysql.conn import connect as connect_mysql
 from cdc_sync.sources.mysql.errors import classify
 
 # A binlog file's first event starts after its 4-byte magic number.
@@ -19,7 +20,7 @@ _FIRST_EVENT = 4
 
 def connect(dsn: MysqlDsn) -> tuple[Any, ServerInfo]:
     try:
-        conn = pymysql.connect(
+        conn = connect_mysql(
             **{"connect_timeout": 10, "read_timeout": 60, **dsn.connect_args()},
             charset="utf8mb4",
             autocommit=True,

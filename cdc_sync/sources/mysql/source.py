@@ -12,6 +12,7 @@ from cdc_sync.errors import CdcSyncError, PermanentError
 from cdc_sync.records import BinlogPosition, Position, Row, SourceEvent, TableId, TableSchema
 from cdc_sync.sources.base import SourceHealth
 from cdc_sync.sources.mysql import admin, catalog, fetch, health, snapshot
+from cdc_sync.sources.mysql.conn import connect as connect_mysql
 from cdc_sync.sources.mysql.decoder import BinlogDecoder
 from cdc_sync.sources.mysql.errors import RESNAPSHOT_HINT, classify
 from cdc_sync.sources.mysql.gtids import GtidState, MariaGtidState, MysqlGtidState
@@ -79,7 +80,7 @@ class MysqlCapture:
     def _catalog(self) -> Any:
         if self._conn is None or not self._conn.open:
             try:
-                self._conn = pymysql.connect(
+                self._conn = connect_mysql(
                     **{"connect_timeout": 10, "read_timeout": 60, **self._dsn.connect_args()},
                     charset="utf8mb4",
                     autocommit=True,

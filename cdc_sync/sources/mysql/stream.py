@@ -13,6 +13,7 @@ from cdc_sync.config.dsn import MysqlDsn
 from cdc_sync.errors import TransientError
 from cdc_sync.records import BinlogPosition, TableId
 from cdc_sync.sources.mysql import events, tablemap, wire
+from cdc_sync.sources.mysql.conn import connect as connect_mysql
 
 EVENTS = (
     QueryEvent, RotateEvent, GtidEvent, HeartbeatLogEvent, tablemap.CachedTableMapEvent,
@@ -37,7 +38,7 @@ def _connector(dsn: MysqlDsn) -> Any:
         if "db" in kw:  # the library still passes PyMySQL's deprecated name (a warning)
             kw["database"] = kw.pop("db")
         if kw.get("database") is not None:  # the control connection (information_schema)
-            return pymysql.connect(**kw)
+            return connect_mysql(**kw)
         streams += 1
         if streams > 1:
             raise TransientError("binlog connection lost; resuming from the checkpoint")

@@ -40,12 +40,14 @@ from pymysqlreplication.constants import BINLOG
 from cdc_sync.errors import PermanentError, TransientError
 from cdc_sync.records import Idle, SourceEvent
 from cdc_sync.sources.mysql import tablemap
+from cdc_sync.sources.mysql.conn import Connection as MysqlConnection
 from cdc_sync.sources.mysql.decoder import BinlogDecoder
 from cdc_sync.sources.mysql.tablemap import CachedTableMapEvent
 
 MAX_PAYLOAD = 0xFFFFFF
 _DRAINED = Idle(drained=True)
 CHUNK = 256 * 1024
+_CRC_PIECE = 4096  # below zlib's 5 KiB threshold for releasing the GIL
 _HEADER = struct.Struct("<IBIIIH")  # timestamp, type, server_id, event_size, log_pos, flags
 _U32 = struct.Struct("<I")
 _MARIA_GTID = struct.Struct("<QI")  # seq, domain
@@ -80,7 +82,7 @@ class _Unparsed(Exception):
     one we did hand it was filtered out): one library call parses exactly one packet."""
 
 
-class StreamConnection(pymysql.connections.Connection):  # type: ignore[misc]
+class StreamConnection(MysqlConnection):
     """The replication connection. Until :meth:`attach` it is a plain PyMySQL connection
     (login, the library's SET statements, register, dump); afterwards ``_read_packet``, the
     library's only read, returns the packet :class:`BinlogWire` handed over."""
@@ -101,6 +103,19 @@ class StreamConnection(pymysql.connections.Connection):  # type: ignore[misc]
         if pkt is None:
             raise _Unparsed
         return pkt
+
+
+def _crc32(buf: bytes, start: int, end: int) -> int:
+    """``zlib.crc32(buf[start:end])`` in pieces that keep the GIL: zlib releases it for
+    inputs over 5 KiB (a rows event of ~100 rows), and taking it back waits for the writer
+    thread, which may keep it for a whole switch interval (5 ms) while it formats COPY rows.
+    Profiled on the MySQL→PG drain, that wait was ~5 % of the decoding thread."""
+    if end - start <= _CRC_PIECE:
+        return zlib.crc32(buf[start:end])
+    view, crc = memoryview(buf), 0
+    for o in range(start, end, _CRC_PIECE):
+        crc = zlib.crc32(view[o : min(o + _CRC_PIECE, end)], crc)
+    return crc
 
 
 def _lost(what: str) -> TransientError:
@@ -232,7 +247,7 @@ class BinlogWire:
     def events(self) -> Iterator[SourceEvent]:
         """Events until the connection fails (TransientError) or the server ends the stream."""
         decoder, reader, nxt = self._decoder, self._reader, self.packets.next
-        maps, header, crc32 = self._maps, _HEADER.unpack_from, zlib.crc32
+        maps, header, crc = self._maps, _HEADER.unpack_from, _crc32
         rows_kind, cache_on = _ROWS_KIND, tablemap.enabled
         drained = self.packets.drained
         pending = False  # a transaction went out since the last DRAINED
@@ -269,7 +284,7 @@ class BinlogWire:
             body, end = s + 20, e
             if checksum:
                 end -= 4
-                if crc32(buf[s + 1 : end]) != _U32.unpack_from(buf, end)[0]:
+                if crc(buf, s + 1, end) != _U32.unpack_from(buf, end)[0]:
                     raise TransientError(
                         f"binlog event checksum mismatch before {reader.log_file}:{log_pos}"
                     )
