@@ -8,7 +8,7 @@ import psycopg
 
 from cdc_sync.errors import TransientError
 from cdc_sync.records import CopyText, TableId, TableSchema
-from cdc_sync.sinks.sql.postgres import _NO_COPY, _where
+from cdc_sync.sinks.sql.postgres import _NO_COPY, _id, _pct, _qualified, _where
 from cdc_sync.sinks.sql.types import PostgresTypes, quote_ident
 
 # Classes whose errors are about a row's content (22 data exception, 23 integrity): the
@@ -33,11 +33,13 @@ def ready(
     repeated snapshot) takes the row path, whose upserts overwrite them."""
     if _where(cur, target) in _NO_COPY:
         return False
-    sql = f"SELECT 1 FROM {_table(target)}"
+    # Names with a % doubled: the statement carries %s placeholders.
+    sql = f"SELECT 1 FROM {_qualified(target)}"
     if after is not None:
-        keys = ", ".join(quote_ident(k) for k in schema.key)
+        keys = ", ".join(_id(k) for k in schema.key)
         casts = ", ".join(
-            f"%s::{types.cast_name(schema.columns[i].type, target)}" for i in schema.key_indexes
+            f"%s::{_pct(types.cast_name(schema.columns[i].type, target))}"
+            for i in schema.key_indexes
         )
         sql += f" WHERE ({keys}) > ({casts})"
     return cur.execute(f"{sql} LIMIT 1", list(after or ())).fetchone() is None
