@@ -42,7 +42,7 @@ def test_sigkill_at_random_moments(tmp_path: Path, source_dsn: str, target_dsn: 
     rng = random.Random(5)
     kills = 0
     try:
-        while kills < 24:
+        while kills < 16:  # ~35 s: enough kills in every phase, within the CI budget
             proc = s.start()
             time.sleep(rng.uniform(0.2, 2.5))
             kill(proc)

@@ -143,7 +143,7 @@ def test_mysql_to_pg_sigkill_loop(tmp_path: Path, my_source_dsn: str, target_dsn
     rng = random.Random(5)
     kills = 0
     try:
-        while kills < 22:
+        while kills < 14:  # ~35 s: enough kills in every phase, within the CI budget
             proc = r.start()
             time.sleep(rng.uniform(0.3, 2.5))
             kill(proc)
