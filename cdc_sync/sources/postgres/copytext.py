@@ -11,7 +11,7 @@ from psycopg.pq import ExecStatus
 from psycopg.pq.abc import PGconn, PGresult
 from psycopg.waiting import Wait
 
-from cdc_sync.errors import PermanentError
+from cdc_sync.errors import CdcSyncError, PermanentError
 from cdc_sync.records import CopyText, Kind, TableId, TableSchema
 from cdc_sync.sources.postgres.fetch import key_text
 from cdc_sync.sources.postgres.stream import classify
@@ -41,6 +41,17 @@ def _unescape(field: bytes, encoding: str) -> str:
 # A line starts after a newline byte (the chunk gets one in front): a search for a literal
 # newline, several times faster than a MULTILINE `^` tried at every position.
 _FIRST_INT = re.compile(rb"\n(-?[0-9]+)[\t\n]")
+
+
+def chunk_error(err: psycopg.Error, table: TableId) -> CdcSyncError:
+    """A failed chunk read, classified; never with the driver's text for class 22, whose
+    messages quote the input: a key value (PII)."""
+    where = f"cannot read a chunk of {table} from the source"
+    if isinstance(err, psycopg.errors.DataError):
+        return PermanentError(
+            f"{where}: a key value does not fit its column's type (SQLSTATE {err.sqlstate})"
+        )
+    return classify(err, where)
 
 
 def read_keys(data: bytes, schema: TableSchema, encoding: str) -> list[tuple[object, ...]]:
@@ -82,14 +93,8 @@ def copy_chunk(
         sql = psycopg.ClientCursor(conn).mogrify(f"COPY ({query}) TO STDOUT", args)
         with conn.lock:
             data = conn.wait(_copy_out(conn.pgconn, sql.encode(encoding), encoding))
-    except psycopg.errors.DataError as e:
-        # Class 22 messages quote the input: a key value (PII).
-        raise PermanentError(
-            f"cannot read a chunk of {table} from the source: a key value does not fit its "
-            f"column's type (SQLSTATE {e.sqlstate})"
-        ) from None
     except psycopg.Error as e:
-        raise classify(e, f"cannot read a chunk of {table} from the source") from e
+        raise chunk_error(e, table) from None
     try:
         keys = read_keys(data, schema, encoding)
     except (ValueError, ArithmeticError, IndexError):

@@ -11,7 +11,7 @@ import psycopg
 from cdc_sync.errors import PermanentError
 from cdc_sync.records import CopyText, PgLsn, Row, TableId, TableSchema
 from cdc_sync.sources.postgres import admin
-from cdc_sync.sources.postgres.copytext import copy_chunk
+from cdc_sync.sources.postgres.copytext import chunk_error, copy_chunk
 from cdc_sync.sources.postgres.fetch import SETTINGS_ARGS, SETTINGS_SQL, decode_row, ident, key_text
 from cdc_sync.sources.postgres.liveness import WatchedConnection
 from cdc_sync.sources.postgres.stream import classify
@@ -77,14 +77,8 @@ def read_chunk(
                 decode_row(res, r, convs, cols, encoding=enc, table=table, first=0)
                 for r in range(res.ntuples)
             ]
-    except psycopg.errors.DataError as e:
-        # Class 22 messages quote the input: a key value (PII).
-        raise PermanentError(
-            f"cannot read a chunk of {table} from the source: a key value does not fit its "
-            f"column's type (SQLSTATE {e.sqlstate})"
-        ) from None
     except psycopg.Error as e:
-        raise classify(e, f"cannot read a chunk of {table} from the source") from e
+        raise chunk_error(e, table) from None
 
 
 def read_committed_chunk(
