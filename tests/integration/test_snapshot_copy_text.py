@@ -18,27 +18,11 @@ from cdc_sync.sources.postgres.liveness import WatchedConnection
 from cdc_sync.sources.postgres.snapshot import chunk_sql
 from cdc_sync.sources.postgres.types import TypeResolver
 from cdc_sync.testing.pgserver import PgServer
-from tests.integration.harness import Cli, sql
+from tests.integration.harness import Cli, sql, table_lines
+from tests.integration.test_snapshot import CONFIG as SNAP_CONFIG
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-sources:
-  src: {{type: postgres, dsn: "${{SRC_DSN}}"}}
-targets:
-  tgt: {{type: postgres, dsn: "${{TGT_DSN}}"}}
-pipelines:
-  {pipeline}:
-    source: src
-    target: tgt
-    audit: {audit}
-    snapshot: initial
-    snapshot_chunk_rows: 400
-    retry: {{initial_seconds: 0.1, max_seconds: 1}}
-    tables:
-      public.odd: {{}}
-logging: {{level: INFO, format: json}}
-"""
 
 # A composite key with a text part that needs COPY escapes (tab, newline, backslash, quote,
 # non-ASCII), and values of many kinds, NULLs among them.
@@ -63,7 +47,10 @@ FROM generate_series(1, 1500) g
 
 class Pipe(Cli):
     def __init__(self, tmp: Path, name: str, source_dsn: str, target_dsn: str, audit: str) -> None:
-        text = CONFIG.format(pipeline=name, audit=audit)
+        text = SNAP_CONFIG.format(
+            stype="postgres", ttype="postgres", sextra="", pipeline=name, mode="initial",
+            chunk=400, extra="", tables=table_lines({"public.odd": None}),
+        ).replace("audit: row", f"audit: {audit}")  # fmt: skip
         self._configure(tmp, name, text, source_dsn, target_dsn)
 
     def snapshot(self) -> list[dict[str, object]]:
