@@ -42,9 +42,11 @@ def test_sigkill_at_random_moments(tmp_path: Path, source_dsn: str, target_dsn: 
     rng = random.Random(5)
     kills = 0
     try:
-        while kills < 16:  # ~35 s: enough kills in every phase, within the CI budget
+        # #2 asks for >= 20 kills; short runs keep the loop within the CI budget (~35 s)
+        # while kills still land in start-up, streaming and commits.
+        while kills < 20:
             proc = s.start()
-            time.sleep(rng.uniform(0.2, 2.5))
+            time.sleep(rng.uniform(0.2, 1.6))
             kill(proc)
             kills += 1
     finally:
