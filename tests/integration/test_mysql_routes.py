@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import threading
@@ -9,6 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psycopg
 import pymysql
 import pytest
 
@@ -123,6 +125,13 @@ def _assert_exact(r: Route, changes: Counter[tuple[str, str, str]]) -> None:
     assert not (audited - changes), f"{len(audited - changes)} audited changes never made"
 
 
+def _audited(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM cdc_sync_audit").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def _tables(dsn: str) -> dict[str, str | None]:
     db = _db(dsn)
     return {f"{db}.accounts": "public.accounts", f"{db}.events": "public.events"}
@@ -142,16 +151,21 @@ def test_mysql_to_pg_sigkill_loop(tmp_path: Path, my_source_dsn: str, target_dsn
     work.start()
     rng = random.Random(5)
     kills = 0
+    applied = [_audited(target_dsn)]
     try:
-        # #3 asks for >= 20 kills; short runs keep the loop within the CI budget (~35 s)
-        # while kills still land in start-up, streaming and commits.
+        # #3 asks for >= 20 kills; runs of 0.5-2.2 s keep the loop within the CI budget
+        # (~35 s) while kills land in start-up, streaming and commits.
         while kills < 20:
             proc = r.start()
-            time.sleep(rng.uniform(0.3, 1.6))
+            time.sleep(rng.uniform(0.5, 2.2))
             kill(proc)
             kills += 1
+            applied.append(_audited(target_dsn))
     finally:
         work.stop()
     assert work.transactions > 100
+    # Most runs applied something before their kill (see test_crash_safety).
+    advanced = sum(b > a for a, b in itertools.pairwise(applied))
+    assert advanced >= 8, f"only {advanced} of 20 runs applied anything before their kill"
     r.drain()
     _assert_exact(r, work.changes)
