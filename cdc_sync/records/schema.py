@@ -78,6 +78,10 @@ class ColumnType:
     enum_labels: tuple[str, ...] = ()
     unsigned: bool = False  # MySQL UNSIGNED integer kinds (PG widens to the next kind)
     source_name: str = field(default="", compare=False)
+    # MySQL TINYINT(1), the BOOLEAN idiom clients read as true / false: known from the
+    # catalog only (the binlog's table map has no display width), so not compared; it never
+    # changes which values the column holds.
+    display_width: int | None = field(default=None, compare=False)
 
     def element(self) -> ColumnType:
         return dataclasses.replace(self, array_dims=0)

@@ -144,3 +144,22 @@ def audit_counts(dsn: str, pipeline: str) -> Counter[tuple[str, str, str]]:
         key = pk if isinstance(pk, str) else json.dumps(pk)
         out[(str(op), str(table), json.dumps(json.loads(key), sort_keys=True))] += 1
     return out
+
+
+def column_types(dsn: str, table: str) -> dict[str, str]:
+    """{column: its type as the server shows it}: ``format_type`` on PostgreSQL (``table``
+    schema-qualified), ``COLUMN_TYPE`` on MySQL / MariaDB (``table`` in the DSN's database)."""
+    if kind(dsn) == "mysql":
+        q = (
+            "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION"
+        )
+        with my_connect(dsn) as c, c.cursor() as cur:
+            cur.execute(q, (table,))
+            return {str(n): str(t) for n, t in cur.fetchall()}
+    q = (
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+    )
+    with psycopg.connect(dsn) as conn:
+        return {str(n): str(t) for n, t in conn.execute(q, (table,)).fetchall()}

@@ -42,6 +42,7 @@ SPEC: list[tuple[str, ColumnType, object, str, object]] = [
     ("u8", ColumnType(Kind.BIGINT, unsigned=True), 2**64 - 1, "bigint(20) unsigned", 2**64 - 1),
     ("ti", ColumnType(Kind.TINYINT), -128, "tinyint(4)", -128),
     ("tu", ColumnType(Kind.TINYINT, unsigned=True), 255, "tinyint(3) unsigned", 255),
+    ("t1", ColumnType(Kind.TINYINT, display_width=1), 7, "tinyint(1)", 7),  # MySQL BOOLEAN
     ("si", ColumnType(Kind.SMALLINT, unsigned=True), 65535, "smallint(5) unsigned", 65535),
     ("mi", ColumnType(Kind.MEDIUMINT), -8388608, "mediumint(9)", -8388608),
     ("mu", ColumnType(Kind.MEDIUMINT, unsigned=True), 16777215, "mediumint(8) unsigned", 16777215),
@@ -139,6 +140,8 @@ SPEC: list[tuple[str, ColumnType, object, str, object]] = [
     ),
     ("by", ColumnType(Kind.BYTES), b"\x00\xff\x00\x10", "longblob", b"\x00\xff\x00\x10"),
     ("bin", ColumnType(Kind.BYTES, length=4), b"\x00\x00ab", "varbinary(4)", b"\x00\x00ab"),
+    ("bl", ColumnType(Kind.BYTES, length=65_535), b"\x00b", "blob", b"\x00b"),  # MySQL BLOB
+    ("mb", ColumnType(Kind.BYTES, length=16_777_215), b"\x01", "mediumblob", b"\x01"),
     ("u", ColumnType(Kind.UUID), U, "char(36)", str(U).lower()),
     (
         "iv",

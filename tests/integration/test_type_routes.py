@@ -12,7 +12,7 @@ from uuid import UUID
 import pytest
 
 from cdc_sync.records import Interval
-from tests.integration.routes import Route, execute, fetch, norm, norm_json
+from tests.integration.routes import Route, column_types, execute, fetch, norm, norm_json
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +58,19 @@ MY_ROWS: list[tuple[Any, ...]] = [
     ),
     (4, *([None] * 33)),
 ]  # fmt: skip
+
+
+# The target's column types as docs/types.md maps them (the table created by cdc-sync).
+MY_TO_PG_TYPES = {
+    "id": "integer", "ti": "smallint", "tiu": "smallint", "si": "smallint", "siu": "integer",
+    "mi": "integer", "miu": "integer", "i": "integer", "iu": "bigint", "bi": "bigint",
+    "biu": "numeric(20,0)", "b1": "smallint", "dec65": "numeric(65,30)",
+    "dec2": "numeric(12,2)", "f": "real", "d": "double precision", "c": "character(10)",
+    "vc": "character varying(100)", "tt": "text", "t": "text", "mt": "text", "lt": "text",
+    "bin": "bytea", "vb": "bytea", "bl": "bytea", "dt": "date", "tm": "interval",
+    "dtm": "timestamp(6) without time zone", "ts": "timestamp(6) with time zone",
+    "y": "smallint", "e": "typed_e", "st": "text", "bt": "bit(10)", "j": "jsonb",
+}  # fmt: skip
 
 
 def _write_my_rows(dsn: str) -> None:
@@ -113,6 +126,7 @@ def test_mysql_to_pg_types(tmp_path: Path, my_source_dsn: str, target_dsn: str) 
     for a, b in zip(src, got, strict=True):
         for name, x, y in zip(MY_COLS.split(", "), a, b, strict=True):
             assert x == y, f"{name}: source {x!r} target {y!r}"
+    assert column_types(target_dsn, "public.typed") == MY_TO_PG_TYPES
 
 
 def test_mysql_to_mysql_types(tmp_path: Path, my_source_dsn: str, my_target_dsn: str) -> None:
@@ -128,6 +142,10 @@ def test_mysql_to_mysql_types(tmp_path: Path, my_source_dsn: str, my_target_dsn:
     for a, b in zip(src, got, strict=True):
         for name, x, y in zip(MY_COLS.split(", "), a, b, strict=True):
             assert x == y, f"{name}: source {x!r} target {y!r}"
+    # The same types as the source (TINYINT(1) and BLOB kept), but for BINARY(n): the
+    # canonical byte string has no fixed length (docs/types.md).
+    want = {**column_types(my_source_dsn, "typed"), "bin": "varbinary(4)"}
+    assert column_types(my_target_dsn, "typed") == want
 
 
 PG_TYPED = (
@@ -158,6 +176,17 @@ PG_ROWS: list[tuple[Any, ...]] = [
 ]  # fmt: skip
 
 
+# MariaDB's spellings; its JSON is LONGTEXT with a json_valid() check.
+PG_TO_MY_TYPES = {
+    "id": "int(11)", "si": "smallint(6)", "i": "int(11)", "bi": "bigint(20)",
+    "n": "decimal(65,30)", "nu": "decimal(65,30)", "r": "float", "d": "double",
+    "t": "longtext", "vc": "varchar(100)", "c": "char(10)", "b": "tinyint(1)", "dt": "date",
+    "tm": "time(6)", "ts": "datetime(6)", "tstz": "timestamp(6)", "iv": "varchar(100)",
+    "u": "char(36)", "j": "longtext", "jb": "longtext", "byt": "longblob",
+    "e": "enum('sad','ok','happy')",
+}  # fmt: skip
+
+
 def test_pg_to_mysql_types(tmp_path: Path, source_dsn: str, my_target_dsn: str) -> None:
     tdb = my_target_dsn.rsplit("/", 1)[-1]
     execute(source_dsn, *PG_TYPED)
@@ -175,6 +204,7 @@ def test_pg_to_mysql_types(tmp_path: Path, source_dsn: str, my_target_dsn: str) 
     for a, b in zip(src, got, strict=True):
         for name, x, y in zip(PG_COLS.split(", "), a, b, strict=True):
             assert _pg_as_mysql(name, x) == _mysql_read(name, y), name
+    assert column_types(my_target_dsn, "typed") == PG_TO_MY_TYPES
 
 
 def _pg_as_mysql(name: str, v: Any) -> Any:

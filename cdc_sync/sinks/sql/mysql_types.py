@@ -74,6 +74,8 @@ class MySqlTypes:
             raise UnsupportedTypeError(str(table), column, ct.source_name or f"{ct.kind.value}[]")
         k = ct.kind
         if k in _INTS:
+            if ct.display_width:  # TINYINT(1) stays TINYINT(1) (clients read it as boolean)
+                return _INTS[k](display_width=ct.display_width, unsigned=ct.unsigned)
             return _INTS[k](unsigned=ct.unsigned)
         if k is Kind.NUMERIC:
             p, s = decimal_bounds(ct)
@@ -84,7 +86,14 @@ class MySqlTypes:
             n = ct.length
             if key is not None:
                 return mysql.VARBINARY(min(n or key, key))
-            return mysql.VARBINARY(n) if n is not None and n <= _VARBINARY_MAX else mysql.LONGBLOB()
+            if n is not None and n <= _VARBINARY_MAX:
+                return mysql.VARBINARY(n)
+            # By size, as TEXT: a MySQL BLOB / MEDIUMBLOB stays one (not LONGBLOB)
+            if n is not None and n <= 65_535:
+                return mysql.BLOB()
+            if n is not None and n <= 16_777_215:
+                return mysql.MEDIUMBLOB()
+            return mysql.LONGBLOB()
         if k in (Kind.TIME, Kind.DURATION):
             return mysql.TIME(fsp=fsp(ct))
         if k is Kind.TIMESTAMP:

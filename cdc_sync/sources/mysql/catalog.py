@@ -86,6 +86,7 @@ def _spec(row: dict[str, Any], json_cols: set[str]) -> ColumnSpec | str:
         name, code, nullable, unsigned="unsigned" in col_type,
         precision=int(row["NUMERIC_PRECISION"] or 0), decimals=int(decimals or 0),
         bits=int(row["NUMERIC_PRECISION"] or 0) if code == ct.BIT else 0,
+        display_width=1 if col_type.startswith("tinyint(1)") else 0,
     )  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymysql.charset import charset_by_name
@@ -55,6 +55,8 @@ class ColumnSpec:
     labels: tuple[str, ...] = ()  # ENUM / SET
     charset: str | None = None  # MySQL charset name; "binary" for byte strings
     is_json: bool = False  # MariaDB JSON: LONGTEXT with a json_valid() check
+    # TINYINT(1) from the catalog; the table map cannot tell it, hence not compared
+    display_width: int = field(default=0, compare=False)
 
     @property
     def encoding(self) -> str:
@@ -134,7 +136,8 @@ def column_type(table: TableId, spec: ColumnSpec) -> ColumnType:
     t = spec.type
     if t in _INTS:
         name = _INT_NAMES[t] + (" unsigned" if spec.unsigned else "")
-        return ColumnType(_INTS[t], unsigned=spec.unsigned, source_name=name)
+        width = spec.display_width or None
+        return ColumnType(_INTS[t], unsigned=spec.unsigned, source_name=name, display_width=width)
     if t == NEWDECIMAL:
         p, s = spec.precision, spec.decimals
         return ColumnType(Kind.NUMERIC, precision=p, scale=s, source_name=f"decimal({p},{s})")
