@@ -16,7 +16,7 @@ from cdc_sync.errors import CdcSyncError, PermanentError, RowLevelError
 from cdc_sync.records import ChangeRecord, CopyText, TableId, TableSchema
 from cdc_sync.sinks.sql import pg_copytext
 from cdc_sync.sinks.sql.ddl import TableMaker
-from cdc_sync.sinks.sql.errors import classify_db_error
+from cdc_sync.sinks.sql.errors import TargetRowError, classify_db_error
 from cdc_sync.sinks.sql.mysql import MySqlWriter
 from cdc_sync.sinks.sql.mysql_ddl import MySqlTableMaker
 from cdc_sync.sinks.sql.plan import Group, Kind, plan
@@ -35,7 +35,7 @@ def _target_of(run: Sequence[Group], err: psycopg.Error) -> str:
     return ", ".join(tables or sorted({str(g.target) for g in run}))
 
 
-def _nul_column(run: Sequence[Group]) -> RowLevelError | None:
+def _nul_column(run: Sequence[Group]) -> TargetRowError | None:
     """PostgreSQL text cannot hold NUL; psycopg refuses such a value client-side without
     saying where. Found again here, off the hot path, to name table, column and type."""
     for g in run:
@@ -44,10 +44,13 @@ def _nul_column(run: Sequence[Group]) -> RowLevelError | None:
                 if (isinstance(v, str) and "\x00" in v) or (
                     isinstance(v, list) and any(isinstance(x, str) and "\x00" in x for x in v)
                 ):
-                    return RowLevelError(
+                    return TargetRowError(
                         f"target table {g.target}: column {col.name!r} "
                         f"({col.type.source_name or col.type.kind.value}): text containing "
-                        "NUL (\\x00) cannot be stored in PostgreSQL; the row is stopped"
+                        "NUL (\\x00) cannot be stored in PostgreSQL; the row is stopped",
+                        code="22021",  # what the server says for it (character_not_in_repertoire)
+                        reason="text containing NUL (\\x00) cannot be stored in PostgreSQL",
+                        column=col.name,
                     )
     return None
 
