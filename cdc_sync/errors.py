@@ -21,7 +21,8 @@ class PermanentError(CdcSyncError):
 
 class RowLevelError(CdcSyncError):
     """One row cannot be applied; the rest of the stream can (a rule or target refusal is
-    dead-lettered; one raised while decoding the source stops the pipeline)."""
+    dead-lettered; a source value that cannot be decoded travels as ``RowProblem`` on its
+    record instead, and is dead-lettered or stops the pipeline by ``on_error``)."""
 
 
 class ConfigError(PermanentError):

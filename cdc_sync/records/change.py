@@ -31,6 +31,14 @@ class TxBegin:
     final_position: Position  # position of the commit record (not its end)
 
 
+class RowProblem(NamedTuple):
+    """Why a source row could not be decoded exactly (a MySQL zero date, a PostgreSQL
+    timestamp 'infinity'): names the column and says why, never shows the value."""
+
+    column: str
+    reason: str
+
+
 class ChangeRecord(NamedTuple):
     """One row change, engine-neutral; immutable.
 
@@ -41,6 +49,8 @@ class ChangeRecord(NamedTuple):
     image) or the old key only (PG default identity, key change or delete: non-key
     positions are None and ``before_is_key_only`` is True). ``after`` is None for DELETE.
     TRUNCATE has neither. ``changed`` names columns known to differ (empty when unknown).
+    ``problem``: a value of the new row could not be decoded (it is None in ``after``); the
+    record must not be applied: it is dead-lettered or stops the pipeline (``on_error``).
     """
 
     op: Op
@@ -53,6 +63,7 @@ class ChangeRecord(NamedTuple):
     commit_time: datetime
     before_is_key_only: bool = False
     changed: tuple[str, ...] = ()
+    problem: RowProblem | None = None
 
     def key(self) -> tuple[object, ...]:
         """The row's identity: from ``before`` for deletes and key changes, else ``after``."""

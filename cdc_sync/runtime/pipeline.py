@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from cdc_sync.audit.dead_letters import DeadLetter
 from cdc_sync.audit.writer import Provenance
 from cdc_sync.errors import PermanentError
 from cdc_sync.records import (
@@ -19,6 +20,7 @@ from cdc_sync.records import (
     Op,
     Position,
     Row,
+    RowProblem,
     TableId,
     TableSchema,
     TxBegin,
@@ -28,7 +30,7 @@ from cdc_sync.runtime import faults
 from cdc_sync.runtime.events import EVENTS
 from cdc_sync.runtime.link import NO_CHECK
 from cdc_sync.runtime.loop_commit import Batch, CommitLoop
-from cdc_sync.runtime.rules import masked_pk, rule_letter
+from cdc_sync.runtime.rules import masked_pk, rule_letter, source_letter
 from cdc_sync.transforms import RuleError, TableTransform
 
 # A source transaction still open when a stop is asked for gets this long to reach its commit;
@@ -242,6 +244,9 @@ class PipelineLoop(CommitLoop):
             self._learn(rec.table, schema, target)
         # Counted before the skips below too: they still write an audit row.
         self._tx_changes += 1
+        if rec.problem is not None:
+            self._source_refused(rec, tt, target, rec.problem)
+            return
         if rec.op is Op.TRUNCATE and not self._truncate.get(rec.table, True):
             self.audit.add(rec, target, outcome="skipped", op=self._audit_op)
             return
@@ -282,6 +287,17 @@ class PipelineLoop(CommitLoop):
             self._widen(schema, target)
         self._schemas[table] = schema
 
+    def _source_refused(
+        self, rec: ChangeRecord, tt: TableTransform, target: TableId, problem: RowProblem
+    ) -> None:
+        """A row the source could not decode exactly: never applied with a made-up value."""
+        if not self._dlq:
+            raise PermanentError(
+                f"{problem.reason} (at {rec.position.to_text()}; on_error is stop; with "
+                "on_error: dead_letter the row is kept in cdc_sync_dead_letters)"
+            )
+        self._park(rec, target, source_letter(tt, rec, target, problem))
+
     def _rule_refused(
         self, rec: ChangeRecord, tt: TableTransform, target: TableId, err: RuleError
     ) -> None:
@@ -290,22 +306,26 @@ class PipelineLoop(CommitLoop):
                 f"table {rec.table} at {rec.position.to_text()}: {err} (on_error is stop; "
                 "with on_error: dead_letter the row is kept in cdc_sync_dead_letters)"
             )
-        letter = rule_letter(tt, rec, target, err)
+        self._park(rec, target, rule_letter(tt, rec, target, err))
+
+    def _park(self, rec: ChangeRecord, target: TableId, letter: DeadLetter) -> None:
+        """A refused row into the dead letters of this batch, with its audit row."""
         self._letters.append(letter)
+        why = {"rule": letter.rule} if letter.stage == "rule" else {"stage": letter.stage}
         self.audit.add(
             rec,
             target,
             outcome="dead_letter",
             pk=letter.pk,
-            extra={"dead_letter": {"rule": err.rule, "column": err.column}},
+            extra={"dead_letter": {**why, "column": letter.column}},
             op=self._audit_op,
         )
-        EVENTS.dead_lettered(self.name, str(rec.table), "rule")
+        EVENTS.dead_lettered(self.name, str(rec.table), letter.stage)
         self.log.warning(
             "row_dead_lettered",
             table=str(rec.table),
-            stage="rule",
-            rule=err.rule,
-            column=err.column,
+            stage=letter.stage,
+            rule=letter.rule,
+            column=letter.column,
             position=rec.position.to_text(),
         )

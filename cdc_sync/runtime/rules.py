@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from cdc_sync.audit.dead_letters import DeadLetter, key_json
 from cdc_sync.config.models import Config
 from cdc_sync.errors import ConfigError, RowLevelError
-from cdc_sync.records import ChangeRecord, TableId, TableSchema
+from cdc_sync.records import ChangeRecord, RowProblem, TableId, TableSchema
 from cdc_sync.sinks.sql.errors import TargetRowError
 from cdc_sync.transforms import RuleError, TableTransform, compile_table
 
@@ -63,6 +63,13 @@ def rule_letter(
 ) -> DeadLetter:
     """A dead letter for a row a rule refused: masked row, masked target key, source key."""
     return _letter(tt, rec, target, "rule", err.reason, rule=err.rule, column=err.column)
+
+
+def source_letter(
+    tt: TableTransform, rec: ChangeRecord, target: TableId, problem: RowProblem
+) -> DeadLetter:
+    """A dead letter for a row the source could not decode exactly (a MySQL zero date)."""
+    return _letter(tt, rec, target, "source", problem.reason, column=problem.column)
 
 
 def target_letter(

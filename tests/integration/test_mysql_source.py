@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from cdc_sync.config.dsn import parse_mysql_dsn
-from cdc_sync.errors import NoKeyError, PermanentError, RowLevelError, UnsupportedTypeError
+from cdc_sync.errors import NoKeyError, PermanentError, UnsupportedTypeError
 from cdc_sync.records import (
     BinlogPosition,
     ChangeRecord,
@@ -138,7 +138,9 @@ def test_types_insert_update_delete(my_source_server: MyServer, my_source_dsn: s
     assert ins.schema == schema  # prepare() and the binlog agree
 
 
-def test_zero_date_is_a_row_level_error(my_source_server: MyServer, my_source_dsn: str) -> None:
+def test_zero_date_is_a_row_problem(my_source_server: MyServer, my_source_dsn: str) -> None:
+    """A zero date: the record carries the problem (the loop refuses it by on_error); the
+    UPDATE that fixes it at the source and a DELETE need the key only, and go through."""
     sql(my_source_server, my_source_dsn, "CREATE TABLE z (id INT PRIMARY KEY, d DATE NOT NULL)")
     src = capture(my_source_dsn, "z")
     try:
@@ -147,14 +149,21 @@ def test_zero_date_is_a_row_level_error(my_source_server: MyServer, my_source_ds
         collect(events, lambda evs: isinstance(evs[-1], Heartbeat))
         sql(
             my_source_server, my_source_dsn, "SET sql_mode = ''",
-            "INSERT INTO z VALUES (1, '2020-00-05')",
+            "INSERT INTO z VALUES (1, '2020-00-05'), (2, '2021-01-01'), (3, '0000-00-00')",
+            "UPDATE z SET d = '2020-01-05' WHERE id = 1",
+            "DELETE FROM z WHERE id = 3",
         )  # fmt: skip
-        with pytest.raises(RowLevelError) as ei:
-            collect(events, commits(1))
+        ins, ins2, ins3, upd, dele = changes(collect(events, commits(3)))
     finally:
         src.close()
-    msg = str(ei.value)
+    assert ins.problem is not None and ins.problem.column == "d"
+    msg = ins.problem.reason
     assert "z" in msg and "'d'" in msg and "date" in msg and "2020" not in msg
+    assert ins.after == (1, None) and ins2.problem is None and ins2.after == (2, date(2021, 1, 1))
+    assert ins3.problem is not None and ins3.after == (3, None)
+    assert upd.problem is None and upd.before_is_key_only and upd.before == (1, None)
+    assert upd.after == (1, date(2020, 1, 5))
+    assert dele.problem is None and dele.before_is_key_only and dele.before == (3, None)
 
 
 def test_no_key_and_spatial_refused(my_source_server: MyServer, my_source_dsn: str) -> None:

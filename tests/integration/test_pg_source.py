@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import re
 import time
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
@@ -16,7 +17,6 @@ import pytest
 from cdc_sync.errors import (
     NoKeyError,
     PermanentError,
-    RowLevelError,
     TransientError,
     UnsupportedTypeError,
 )
@@ -345,13 +345,17 @@ def test_heartbeat_when_idle(source_dsn: str, make_source: Any) -> None:
     assert Heartbeat in kinds and Idle in kinds
 
 
-def test_unrepresentable_value_is_a_row_error(source_dsn: str, make_source: Any) -> None:
+def test_unrepresentable_value_is_a_row_problem(source_dsn: str, make_source: Any) -> None:
     sql(source_dsn, "CREATE TABLE t (id int PRIMARY KEY, d date)")
     src = make_source("t")
     src.prepare(create=True)
-    sql(source_dsn, "INSERT INTO t VALUES (1, 'infinity')")
-    with pytest.raises(RowLevelError, match=r"public\.t: column 'd' \(date\)"):
-        drain(src)
+    sql(source_dsn, "INSERT INTO t VALUES (1, 'infinity')", "INSERT INTO t VALUES (2, NULL)")
+    recs = changes(drain(src))
+    assert [r.after for r in recs] == [(1, None), (2, None)]
+    problem = recs[0].problem
+    assert problem is not None and recs[1].problem is None
+    assert problem.column == "d"
+    assert re.search(r"public\.t: column 'd' \(date\)", problem.reason)
 
 
 def test_table_without_key(source_dsn: str, make_source: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -63,9 +64,19 @@ def test_zero_date_is_not_null() -> None:
     null = bytes([0b10]) + (6).to_bytes(4, "little")
     assert dec.rows(null) == [(6, None)]
     zero = bytes([0]) + (7).to_bytes(4, "little") + ((2020 << 9) | 5).to_bytes(3, "little")
-    with pytest.raises(RowLevelError, match=r"db\.t: column 'd' \(date\)") as ei:
-        dec.rows(zero)
-    assert "2020" not in str(ei.value)
+    # The row still decodes (the date None) and the next image too; the problem names the
+    # column, never the value.
+    assert dec.rows(zero + ok) == [(7, None), (5, date(2020, 2, 29))]
+    assert list(dec.problems) == [0]
+    problem = dec.problems[0]
+    assert problem.column == "d"
+    assert re.search(r"db\.t: column 'd' \(date\) holds a zero", problem.reason)
+    assert "2020" not in problem.reason
+    assert dec.rows(ok) == [(5, date(2020, 2, 29))] and dec.problems == {}
+    # Bytes that cannot be decoded at all still stop the event, naming the column.
+    text = [ColumnSpec("v", ct.VARCHAR, False, max_length=40, charset="utf8mb4")]
+    with pytest.raises(RowLevelError, match=r"db\.t: column 'v'"):
+        RowDecoder(TableId("db", "t"), text).rows(bytes([0, 2]) + b"\xff\xfe")
 
 
 def test_maria_gtid_state() -> None:
@@ -140,7 +151,7 @@ def test_generated_decoder_matches_the_generic_loop() -> None:
     data = b"".join(_random_image(rng, specs, stamps) for _ in range(500))
     generic, o = [], 0
     while o < len(data):
-        row, o = dec._checked_image(data, o)
+        row, o = dec._checked_image(data, o, len(generic))
         generic.append(row)
     assert repr(dec.rows(data)) == repr(generic)  # repr: Decimal scale and types too
     assert repr(dec.pairs(data)) == repr(list(zip(generic[::2], generic[1::2], strict=True)))
@@ -161,5 +172,6 @@ def test_zero_timestamp_is_refused_after_cached_values() -> None:
     dec = RowDecoder(TableId("db", "t"), specs)
     one = bytes([0]) + (5).to_bytes(4, "big")
     assert dec.rows(one + one) == [(datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC),)] * 2
-    with pytest.raises(RowLevelError, match="zero"):
-        dec.rows(one + bytes([0]) + bytes(4))
+    stamp = datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC)
+    assert dec.rows(one + bytes([0]) + bytes(4)) == [(stamp,), (None,)]
+    assert dec.problems[1].column == "ts" and "zero" in dec.problems[1].reason

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from cdc_sync.errors import NoKeyError, PermanentError, RowLevelError, UnsupportedTypeError
+from cdc_sync.errors import NoKeyError, PermanentError, UnsupportedTypeError
 from cdc_sync.records import (
     UNCHANGED,
     ChangeRecord,
@@ -194,16 +194,34 @@ def test_catalog_nullability_and_key_order_are_kept() -> None:
     assert d.schema(T) is known
 
 
+def _one(d: PgOutputDecoder, data: bytes) -> ChangeRecord:
+    (rec,) = d.decode(data, 11)
+    assert isinstance(rec, ChangeRecord)
+    return rec
+
+
 def test_errors_name_table_and_column_never_the_value() -> None:
     d = decoder()
     d.decode(begin(10), 10)
-    with pytest.raises(RowLevelError) as ei:
-        d.decode(b"I\0\0\x40\0N" + tup("1", "x", "1", "infinity", None), 11)
-    msg = str(ei.value)
-    assert "public.crm" in msg and "'born'" in msg and "infinity" in msg.lower()
-    with pytest.raises(RowLevelError) as ei:
-        d.decode(b"I\0\0\x40\0N" + tup("1", "x", "secret-value", None, None), 11)
-    assert "secret-value" not in str(ei.value) and "'amount'" in str(ei.value)
+    # A value Python cannot hold: None in the row, the problem on the record (refused by
+    # on_error later), the rest of the row decoded.
+    rec = _one(d, b"I\0\0\x40\0N" + tup("1", "x", "1", "infinity", "n"))
+    assert rec.after == (1, "x", Decimal("1"), None, "n") and rec.problem is not None
+    assert rec.problem.column == "born"
+    assert "public.crm" in rec.problem.reason and "'born'" in rec.problem.reason
+    rec = _one(d, b"I\0\0\x40\0N" + tup("1", "x", "secret-value", None, None))
+    assert rec.problem is not None and rec.problem.column == "amount"
+    assert "secret-value" not in rec.problem.reason
+    assert _one(d, b"I\0\0\x40\0N" + tup("2", "x", "1", None, None)).problem is None
+    # In an old row (REPLICA IDENTITY FULL) only the key is needed: a DELETE, or the
+    # UPDATE that fixes the value, still applies with the key alone.
+    old = b"O" + tup("3", "x", "1", "infinity", "n")
+    rec = _one(d, b"D\0\0\x40\0" + old)
+    assert rec.problem is None and rec.before_is_key_only
+    assert rec.before == (3, None, None, None, None)
+    rec = _one(d, b"U\0\0\x40\0" + old + b"N" + tup("3", "x", "1", "2020-01-02", "n"))
+    assert rec.problem is None and rec.before_is_key_only
+    assert rec.after == (3, "x", Decimal("1"), date(2020, 1, 2), "n")
     with pytest.raises(UnsupportedTypeError):
         d.decode(relation(16384, T, [*COLS, (False, "p", 600, -1)]), 12)
     with pytest.raises(NoKeyError, match="REPLICA IDENTITY"):

@@ -18,6 +18,7 @@ from cdc_sync.records import (
     Idle,
     Op,
     Position,
+    RowProblem,
     SourceEvent,
     TableId,
     TableSchema,
@@ -335,23 +336,26 @@ class BinlogDecoder:
             pos = cast(TxBegin, out[0]).final_position  # one position object for both
         xid, when = tx.xid, tx.time
         n = len(out)
-        # tuple.__new__ with all ten fields: NamedTuple's own __new__ is a Python call,
+        # tuple.__new__ with all eleven fields: NamedTuple's own __new__ is a Python call,
         # ~40 % of building a record (one per row change; fields checked at import below).
+        cr = ChangeRecord
         if kind == 0:
             out += [
-                _new(ChangeRecord, (_INSERT, table, schema, None, r, pos, xid, when, False, ()))
+                _new(cr, (_INSERT, table, schema, None, r, pos, xid, when, False, (), None))
                 for r in dec.rows(data)
             ]
         elif kind == 2:
             out += [
-                _new(ChangeRecord, (_DELETE, table, schema, r, None, pos, xid, when, False, ()))
+                _new(cr, (_DELETE, table, schema, r, None, pos, xid, when, False, (), None))
                 for r in dec.rows(data)
             ]
         else:
             out += [
-                _new(ChangeRecord, (_UPDATE, table, schema, b, a, pos, xid, when, False, ()))
+                _new(cr, (_UPDATE, table, schema, b, a, pos, xid, when, False, (), None))
                 for b, a in dec.pairs(data)
             ]
+        if dec.problems:
+            _with_problems(out, n, kind, dec.problems, schema)
         tx.rows += len(out) - n
         return out
 
@@ -377,9 +381,29 @@ _INSERT, _UPDATE, _DELETE = Op.INSERT, Op.UPDATE, Op.DELETE
 _new = tuple.__new__
 if ChangeRecord._fields != (
     "op", "table", "schema", "before", "after", "position", "xid", "commit_time",
-    "before_is_key_only", "changed",
+    "before_is_key_only", "changed", "problem",
 ):  # fmt: skip
     raise AssertionError("ChangeRecord's fields changed: update BinlogDecoder.rows")
+
+
+def _with_problems(
+    out: list[SourceEvent], n: int, kind: int, problems: dict[int, RowProblem], schema: TableSchema
+) -> None:
+    """Mark the records of images holding zero dates (``out[n:]`` are the event's records,
+    ``problems`` by image number). A new row's problem goes on its record, which must not
+    be applied (dead letter or stop, by ``on_error``). An old row only needs its key: it
+    keeps just that, so the DELETE, or the UPDATE that fixes the date at the source, still
+    applies; unless the key itself is what cannot be decoded."""
+    keys = schema.key_indexes
+    for index, problem in problems.items():
+        i, old = (n + index // 2, index % 2 == 0) if kind == 1 else (n + index, kind == 2)
+        rec = cast(ChangeRecord, out[i])
+        before = rec.before
+        if old and before is not None and all(before[k] is not None for k in keys):
+            key_only = tuple(v if j in keys else None for j, v in enumerate(before))
+            out[i] = rec._replace(before=key_only, before_is_key_only=True)
+        else:
+            out[i] = rec._replace(problem=problem)
 
 
 def _mask(bitmap: bytes) -> int:

@@ -13,7 +13,7 @@ from cdc_sync.sources.mysql import columns as ct
 from cdc_sync.sources.mysql.columns import ColumnSpec
 from cdc_sync.sources.mysql.rows import _FSP_BYTES, _INT_STRUCTS, ZeroDateError, decimal_layout
 
-Image = Callable[[bytes, int], tuple[Row, int]]
+Image = Callable[[bytes, int, int], tuple[Row, int]]  # (data, offset, image number)
 Images = Callable[[bytes], list[Row]]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CACHE_SIZE = 1024  # values per cached column
@@ -171,7 +171,7 @@ def generate(specs: Sequence[ColumnSpec], readers: Sequence[object], checked: Im
         "        try:",
         f"            nulls = {nulls}",
         f"            if nulls & {not_null}:",
-        "                row, o = checked(d, o)",
+        "                row, o = checked(d, o, len(out))",
         "                append(row)",
         "                continue",
         f"            o += {nb}",
@@ -188,9 +188,12 @@ def generate(specs: Sequence[ColumnSpec], readers: Sequence[object], checked: Im
             body += [f"            {line}" for line in lines]
     values = "".join(f"v{i}, " for i in range(len(specs)))
     body += [
+        # The generic loop re-reads the image: it names the column of what cannot be
+        # decoded (raising), or returns the row with its zero dates as None (a problem).
         "        except Exception:",
-        "            checked(d, start)",
-        "            raise",
+        "            row, o = checked(d, start, len(out))",
+        "            append(row)",
+        "            continue",
         f"        append(({values}))",
         "    return out",
     ]

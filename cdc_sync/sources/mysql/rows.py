@@ -17,7 +17,7 @@ from decimal import Decimal
 from pymysqlreplication.json_binary import parse_json
 
 from cdc_sync.errors import PermanentError, RowLevelError
-from cdc_sync.records import JsonText, Row, TableId
+from cdc_sync.records import JsonText, Row, RowProblem, TableId
 from cdc_sync.sources.mysql import columns as ct
 from cdc_sync.sources.mysql.columns import ColumnSpec
 
@@ -35,7 +35,13 @@ _INT_STRUCTS = {
 
 
 class ZeroDateError(ValueError):
-    """A zero or partial-zero date / datetime / timestamp: no canonical value exists."""
+    """A zero or partial-zero date / datetime / timestamp: no canonical value exists.
+    ``end``: the offset after the value (the generic readers know it), so that the rest of
+    the row can still be read; -1 from the generated decoders, which re-read the row."""
+
+    def __init__(self, end: int = -1) -> None:
+        super().__init__()
+        self.end = end
 
 
 def _fixed(st: struct.Struct) -> Reader:
@@ -122,7 +128,7 @@ def _date(d: bytes, o: int) -> tuple[object, int]:
     v = int.from_bytes(d[o : o + 3], "little")
     day, month, year = v & 31, (v >> 5) & 15, v >> 9
     if not (year and month and day):
-        raise ZeroDateError
+        raise ZeroDateError(o + 3)
     return date(year, month, day), o + 3
 
 
@@ -135,7 +141,7 @@ def datetime2_reader(fsp: int) -> Reader:
         ym, day = ymd >> 5, ymd & 31
         year, month = divmod(ym, 13)
         if not (year and month and day):
-            raise ZeroDateError
+            raise ZeroDateError(o + size)
         us = _frac(d, o + 5, fsp, True)
         return datetime(year, month, day, hms >> 12, (hms >> 6) & 63, hms & 63, us), o + size
 
@@ -149,7 +155,7 @@ def timestamp2_reader(fsp: int) -> Reader:
         secs = int.from_bytes(d[o : o + 4], "big")
         us = _frac(d, o + 4, fsp, False)
         if secs == 0 and us == 0:
-            raise ZeroDateError  # '0000-00-00 00:00:00' is stored as 0
+            raise ZeroDateError(o + size)  # '0000-00-00 00:00:00' is stored as 0
         # The binlog holds the instant as UTC seconds, whatever the writer's time_zone.
         return _EPOCH + timedelta(seconds=secs, microseconds=us), o + size
 
@@ -188,7 +194,7 @@ def _old_datetime(d: bytes, o: int) -> tuple[object, int]:
     y, md = divmod(ymd, 10_000)
     m, day = divmod(md, 100)
     if not (y and m and day):
-        raise ZeroDateError
+        raise ZeroDateError(o + 8)
     hh, ms = divmod(hms, 10_000)
     return datetime(y, m, day, hh, ms // 100, ms % 100), o + 8
 
@@ -203,7 +209,7 @@ def _old_time(d: bytes, o: int) -> tuple[object, int]:
 def _old_timestamp(d: bytes, o: int) -> tuple[object, int]:
     secs = int.from_bytes(d[o : o + 4], "little")
     if secs == 0:
-        raise ZeroDateError
+        raise ZeroDateError(o + 4)
     return _EPOCH + timedelta(seconds=secs), o + 4
 
 
@@ -321,45 +327,57 @@ class RowDecoder:
         self._readers = tuple(reader(s) for s in specs)
         self._null_bytes = (len(specs) + 7) // 8
         self.full_mask = (1 << len(specs)) - 1
+        self.problems: dict[int, RowProblem] = {}  # of the last event decoded, by image
         from cdc_sync.sources.mysql.rowgen import generate  # noqa: PLC0415 (rowgen uses us)
 
         self.images = generate(self.specs, self._readers, self._checked_image)
 
-    def _checked_image(self, d: bytes, o: int) -> tuple[Row, int]:
-        """One row image at offset ``o``: (values, offset after it)."""
+    def _checked_image(self, d: bytes, o: int, index: int) -> tuple[Row, int]:
+        """Image number ``index`` of the event, at offset ``o``: (values, offset after it).
+        A zero date is None in the values and noted in ``problems`` (the row is refused
+        later, by ``on_error``); bytes that cannot be decoded at all stop here."""
         nb = self._null_bytes
         nulls = int.from_bytes(d[o : o + nb], "little")
         o += nb
         out: list[object] = []
         append = out.append
-        i = 0
-        try:
-            for i, read in enumerate(self._readers):
-                if nulls >> i & 1:
-                    append(None)
-                else:
-                    v, o = read(d, o)
-                    append(v)
-        except ZeroDateError:
-            s = self.specs[i]
-            raise RowLevelError(
-                f"table {self.table}: column {s.name!r} ({s.type_name()}) holds a zero or "
-                "partial-zero date, which has no exact value outside MySQL; fix the row at "
-                "the source (a real date or NULL) or exclude the table"
-            ) from None
-        except (UnicodeDecodeError, ValueError, IndexError) as e:
-            s = self.specs[i]
-            raise RowLevelError(
-                f"table {self.table}: column {s.name!r} ({s.type_name()}) could not be "
-                f"decoded from the binlog ({type(e).__name__})"
-            ) from None
+        for i, read in enumerate(self._readers):
+            if nulls >> i & 1:
+                append(None)
+                continue
+            try:
+                v, o = read(d, o)
+            except ZeroDateError as e:
+                s = self.specs[i]
+                if e.end < 0:  # the generic readers always know where the value ends
+                    raise self._undecodable(s, e) from None
+                v, o = None, e.end
+                if index not in self.problems:  # the row's first such column names it
+                    self.problems[index] = RowProblem(
+                        s.name,
+                        f"table {self.table}: column {s.name!r} ({s.type_name()}) holds a zero "
+                        "or partial-zero date, which has no exact value outside MySQL; fix the "
+                        "row at the source (a real date or NULL) or exclude the table",
+                    )
+            except (UnicodeDecodeError, ValueError, IndexError) as e:
+                raise self._undecodable(self.specs[i], e) from None
+            append(v)
         return tuple(out), o
 
+    def _undecodable(self, s: ColumnSpec, e: Exception) -> RowLevelError:
+        return RowLevelError(
+            f"table {self.table}: column {s.name!r} ({s.type_name()}) could not be "
+            f"decoded from the binlog ({type(e).__name__})"
+        )
+
     def rows(self, d: bytes) -> list[Row]:
+        """The event's row images; ``problems`` says which hold undecodable values."""
+        self.problems = {}
         return self.images(d)
 
     def pairs(self, d: bytes) -> list[tuple[Row, Row]]:
-        """Update events: (before, after) image pairs."""
+        """Update events: (before, after) image pairs (``problems`` by image number)."""
+        self.problems = {}
         images = self.images(d)
         if len(images) % 2:
             raise RowLevelError(f"table {self.table}: an update event ends in half a row pair")

@@ -7,13 +7,14 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from cdc_sync.errors import NoKeyError, PermanentError, RowLevelError
+from cdc_sync.errors import NoKeyError, PermanentError
 from cdc_sync.records import (
     UNCHANGED,
     ChangeRecord,
     Column,
     Op,
     PgLsn,
+    RowProblem,
     SourceEvent,
     TableId,
     TableSchema,
@@ -88,6 +89,7 @@ class PgOutputDecoder:
         self._skip = False
         self._drop = False  # rows of this transaction are not emitted (skipped or an echo)
         self._rows = 0
+        self._problem: RowProblem | None = None  # set by _checked_tuple for the row just read
         self._dispatch = {
             ord("B"): self._begin,
             ord("C"): self._commit,
@@ -237,6 +239,7 @@ class PgOutputDecoder:
         (n,) = _U16(data, pos)
         if n != rel.ncols:
             raise PermanentError(f"{rel.table}: tuple has {n} columns, relation {rel.ncols}")
+        start = pos
         pos += 2
         out: list[object] = []
         append = out.append
@@ -259,18 +262,53 @@ class PgOutputDecoder:
                     pos += 1
                 else:
                     raise PermanentError(f"{rel.table}: unsupported tuple data kind {kind!r}")
-        except (ValueError, ArithmeticError) as e:
-            raise self._value_error(rel, len(out)) from e
+        except (ValueError, ArithmeticError):
+            return self._checked_tuple(data, start, rel)
         return tuple(out), pos
 
-    def _value_error(self, rel: _Rel, index: int) -> RowLevelError:
-        # Name table, column and type, never the value: messages are logged (PII).
+    def _checked_tuple(self, data: bytes, pos: int, rel: _Rel) -> tuple[tuple[object, ...], int]:
+        """The slow path of :meth:`_tuple` for a value Python cannot hold (timestamp
+        'infinity', year > 9999): it is None and ``_problem`` names its column (the record
+        is refused later, by ``on_error``)."""
         assert rel.schema is not None
-        col = rel.schema.columns[index]
-        return RowLevelError(
-            f"table {rel.table}: column {col.name!r} ({col.type.source_name}): "
-            f"{describe_unrepresentable(col.type)}"
-        )
+        pos += 2
+        out: list[object] = []
+        for i, conv in enumerate(rel.convs):
+            kind = data[pos]
+            if kind == _T:
+                end = pos + 5 + _U32(data, pos + 1)[0]
+                try:
+                    text = data[pos + 5 : end].decode()
+                    out.append(text if conv is None else conv(text))
+                except (ValueError, ArithmeticError):  # UnicodeDecodeError is a ValueError
+                    out.append(None)
+                    if self._problem is None:
+                        # Name table, column and type, never the value (PII).
+                        col = rel.schema.columns[i]
+                        self._problem = RowProblem(
+                            col.name,
+                            f"table {rel.table}: column {col.name!r} ({col.type.source_name}): "
+                            f"{describe_unrepresentable(col.type)}",
+                        )
+                pos = end
+            elif kind in (_N, _U):
+                out.append(None if kind == _N else UNCHANGED)
+                pos += 1
+            else:
+                raise PermanentError(f"{rel.table}: unsupported tuple data kind {kind!r}")
+        return tuple(out), pos
+
+    def _old(
+        self, before: tuple[object, ...], rel: _Rel
+    ) -> tuple[tuple[object, ...], bool, RowProblem | None]:
+        """An old row with an undecodable value: its key is all a change needs from it
+        (a DELETE, an UPDATE that fixes the value), unless the key is what failed."""
+        problem, self._problem = self._problem, None
+        assert problem is not None and rel.schema is not None
+        keys = rel.schema.key_indexes
+        if any(before[k] is None for k in keys):
+            return before, False, problem
+        return tuple(v if i in keys else None for i, v in enumerate(before)), True, None
 
     def _insert(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
         rel = self._rel(_U32(data, 1)[0])
@@ -281,29 +319,33 @@ class PgOutputDecoder:
         after, _ = self._tuple(data, 6, rel)
         self._rows += 1
         assert rel.schema is not None
+        problem, self._problem = self._problem, None
         return (
             ChangeRecord(Op.INSERT, rel.table, rel.schema, None, after, PgLsn(wal_start),
-                         self._xid, self._commit_time),
+                         self._xid, self._commit_time, problem=problem),
         )  # fmt: skip
 
     def _update(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
         rel = self._rel(_U32(data, 1)[0])
         if rel.ignored or self._drop:
             return _NONE
-        pos, before, key_only = 5, None, False
+        pos, before, key_only, problem = 5, None, False, None
         marker = data[pos]
         if marker in (_KEY, _OLD):
             before, pos = self._tuple(data, pos + 1, rel)
             key_only = marker == _KEY
+            if self._problem is not None:
+                before, key_only, problem = self._old(before, rel)
             marker = data[pos]
         if marker != _NEW:
             raise PermanentError(f"{rel.table}: malformed UPDATE message")
         after, _ = self._tuple(data, pos + 1, rel)
         self._rows += 1
         assert rel.schema is not None
+        problem, self._problem = problem or self._problem, None
         return (
             ChangeRecord(Op.UPDATE, rel.table, rel.schema, before, after, PgLsn(wal_start),
-                         self._xid, self._commit_time, key_only),
+                         self._xid, self._commit_time, key_only, problem=problem),
         )  # fmt: skip
 
     def _delete(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
@@ -314,11 +356,14 @@ class PgOutputDecoder:
         if marker not in (_KEY, _OLD):
             raise PermanentError(f"{rel.table}: malformed DELETE message")
         before, _ = self._tuple(data, 6, rel)
+        key_only, problem = marker == _KEY, None
+        if self._problem is not None:
+            before, key_only, problem = self._old(before, rel)
         self._rows += 1
         assert rel.schema is not None
         return (
             ChangeRecord(Op.DELETE, rel.table, rel.schema, before, None, PgLsn(wal_start),
-                         self._xid, self._commit_time, marker == _KEY),
+                         self._xid, self._commit_time, key_only, problem=problem),
         )  # fmt: skip
 
     def _truncate(self, data: bytes, wal_start: int) -> Sequence[SourceEvent]:
