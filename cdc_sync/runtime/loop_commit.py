@@ -267,6 +267,10 @@ class CommitLoop:
         rows = self.audit.take()
         if not items and not rows and not letters:
             return
+        # Counts only (DEBUG): what each write into the open target transaction carries.
+        self.log.debug(
+            "batch_flushed", changes=len(items), audit_rows=len(rows), dead_letters=len(letters)
+        )
         sink, audit, conn, log = self.sink, self.audit, self.conn, self.log
         store, pipeline, dlq = self.dead_letters, self.name, self._dlq
         link, tag = self.link, self.tag
@@ -334,6 +338,13 @@ class CommitLoop:
                 tag.ended()
 
         done = self._writer.submit(commit)
+        self.log.debug(
+            "batch_committing",
+            position=last.end_position.to_text(),
+            source_tx=last.xid,
+            transactions=batch.transactions,
+            rows=batch.rows,
+        )
         per_table, self._per_table = self._per_table, Counter()
         self._committing.append(
             _Committing(

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -36,6 +37,12 @@ from cdc_sync.transforms import RuleError, TableTransform
 # A source transaction still open when a stop is asked for gets this long to reach its commit;
 # after that the open target transaction is rolled back (the source re-sends it on restart).
 _STOP_GRACE_SECONDS = 5.0
+
+
+def log_schema(log: Any, table: TableId, schema: TableSchema, target: TableId) -> None:
+    """DEBUG: a table's target-shaped columns (names and types, never values)."""
+    cols = [f"{c.name} {c.type.source_name or c.type.kind.value}" for c in schema.columns]
+    log.debug("table_schema", table=str(table), target=str(target), columns=cols, key=schema.key)
 
 
 class PipelineLoop(CommitLoop):
@@ -284,6 +291,7 @@ class PipelineLoop(CommitLoop):
         if known is None or known != schema:
             # Schema announced mid-stream (e.g. ADD COLUMN): widen the target before any
             # row that needs the new column is written.
+            log_schema(self.log, table, schema, target)
             self._widen(schema, target)
         self._schemas[table] = schema
 

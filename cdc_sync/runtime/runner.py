@@ -46,7 +46,7 @@ from cdc_sync.runtime.lease import (
 from cdc_sync.runtime.link import LinkApplier, require_full_images
 from cdc_sync.runtime.link_clock import Clock, CurrentTimes
 from cdc_sync.runtime.link_stamp import Stamper
-from cdc_sync.runtime.pipeline import PipelineLoop
+from cdc_sync.runtime.pipeline import PipelineLoop, log_schema
 from cdc_sync.runtime.resnapshot import Resnapshot
 from cdc_sync.runtime.rules import PipelineRules
 from cdc_sync.runtime.snapshot import InitialSnapshot, OnProgress
@@ -125,6 +125,7 @@ def run_once(
             # outside a transaction, or it would commit that transaction implicitly.
             conn.commit()
             for table, schema in shaped.items():
+                log_schema(log, table, schema, targets[table])
                 sink.ensure_table(conn, schema, targets[table])
             conn.commit()
             EVENTS.pipeline_started(name)

@@ -52,6 +52,9 @@ def test_canary_values_never_leak(tmp_path: Path, source_dsn: str, target_dsn: s
 
     logs = r.log.read_text() + res.stdout + listed.stdout + listed.stderr + shown.stdout
     logs += shown.stderr
+    # DEBUG really logged more: the schema it learned, each flush and commit.
+    for event in ("table_schema", "batch_flushed", "batch_committing"):
+        assert f'"event": "{event}"' in logs and '"level": "debug"' in logs, event
     audit = _dump(target_dsn, "SELECT t::text FROM cdc_sync_audit t")
     dead = _dump(target_dsn, "SELECT t::text FROM cdc_sync_dead_letters t")
     state = _dump(target_dsn, "SELECT t::text FROM cdc_sync_checkpoints t")
