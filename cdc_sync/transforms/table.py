@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from cdc_sync.config.rules import TableRules
@@ -17,13 +18,13 @@ from cdc_sync.transforms.columns import (
 )
 from cdc_sync.transforms.custom import CustomChain, load_custom
 from cdc_sync.transforms.errors import Problem, RuleError
-from cdc_sync.transforms.rowgen import Hot, RowFn, generate
 from cdc_sync.transforms.values import json_safe
 
 if TYPE_CHECKING:
     from cdc_sync.transforms.filter import Pred
 
 Row = tuple[object, ...]
+_HotStep = tuple[Callable[[object], object], int, bool]  # (fn, provenance bit, sees NULL)
 _FILTERED: tuple[tuple[str, str], ...] = (("", "filter"),)
 
 
@@ -166,7 +167,7 @@ class TableTransform:
         self._none_row: list[object] = [None] * len(plans)
         # Provenance bits in column then rule order: a custom function first (it runs first).
         tags: list[tuple[str, str]] = []
-        hot: list[Hot] = []
+        hot: list[tuple[int, tuple[_HotStep, ...] | None, object, int]] = []
         custom_bits = []
         for p in plans:
             name = p.column.name
@@ -184,7 +185,6 @@ class TableTransform:
                 tags.append((name, s.rule))
             hot.append((p.src, tuple(steps), None, 0))
         self._hot = tuple(hot)
-        self._row: RowFn = generate(self._hot)
         self._custom_bits = tuple(custom_bits)
         self._tags = tuple(tags)
         self._combos: dict[int, tuple[tuple[str, str], ...]] = {0: ()}
@@ -268,6 +268,28 @@ class TableTransform:
             changed,
         )
         return Applied(out, self._rules(bits))
+
+    def _row(self, row: Row, bits: int) -> tuple[Row, int]:
+        out: list[object] = []
+        append = out.append
+        for idx, steps, const, vbit in self._hot:
+            if steps is None:  # a constant
+                if idx >= 0 and row[idx] != const:
+                    bits |= vbit
+                append(const)
+                continue
+            v = row[idx]
+            if steps and v is not UNCHANGED:
+                for fn, bit, on_null in steps:
+                    if v is None and not on_null:
+                        continue
+                    nv = fn(v)
+                    # `type` too: a map 1 → True changes the value although 1 == True.
+                    if nv is not v and (nv != v or type(nv) is not type(v)):
+                        bits |= bit
+                    v = nv
+            append(v)
+        return tuple(out), bits
 
     def _key_row(self, src: Row) -> tuple[Row, int]:
         """A key-only row in output order: the key columns transformed, other positions None."""
