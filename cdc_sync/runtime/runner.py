@@ -86,7 +86,7 @@ def run_once(
     pc = config.pipelines[name]
     targets = table_map(config, name)
     tc = config.targets[pc.target]
-    engine = target_engine(config, name)
+    engine = target_engine(config, name, daemon=True)
     source = build_source(config, name)
     keeper: LeaseKeeper | None = None
     stamper: Stamper | None = None

@@ -57,16 +57,24 @@ def _mysql_engine(target: MysqlTarget, pipeline: str) -> sa.Engine:
     return sa.create_engine("mysql+pymysql://", creator=connect, pool_size=2, pool_pre_ping=True)
 
 
-def target_engine(config: Config, pipeline: str) -> sa.Engine:
-    """An engine whose URL holds no secret: libpq gets the DSN only through the creator."""
+def target_engine(config: Config, pipeline: str, *, daemon: bool = False) -> sa.Engine:
+    """An engine whose URL holds no secret: libpq gets the DSN only through the creator.
+
+    ``daemon``: the running pipeline's own sessions, named ``cdc-sync:<pipeline>``; a
+    starting daemon ends its earlier owner's sessions by that name when they sit idle in a
+    transaction (``lease.end_stalled_writers``). Every other user (verify, dlq, offsets,
+    status, …) is named ``cdc-sync-tool:<pipeline>``, so a daemon (re)start never ends an
+    operator's verify or dlq retry that is between two statements of its transaction (the
+    marker leads: PostgreSQL cuts names at 63 bytes)."""
     target = config.targets[config.pipelines[pipeline].target]
     if isinstance(target, MysqlTarget):
         return _mysql_engine(target, pipeline)
     dsn = target.dsn.get_secret_value()
+    name = f"{APPLICATION_NAME}{'' if daemon else '-tool'}:{pipeline}"
 
     def connect() -> psycopg.Connection[tuple[object, ...]]:
         # Watched: a dead or silent peer is noticed instead of hanging (see liveness).
-        return WatchedConnection.open(dsn, application_name=f"{APPLICATION_NAME}:{pipeline}")
+        return WatchedConnection.open(dsn, application_name=name)
 
     return sa.create_engine(
         "postgresql+psycopg://", creator=connect, pool_size=2, pool_pre_ping=True

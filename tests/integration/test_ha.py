@@ -16,11 +16,13 @@ import pytest
 import sqlalchemy as sa
 
 from cdc_sync.checkpoint.store import CheckpointStore, LeaseHolder
+from cdc_sync.config import load_config
 from cdc_sync.errors import FencedError, ShutdownRequested
 from cdc_sync.logs import get
 from cdc_sync.records import PgLsn
 from cdc_sync.runtime.lease import LeaseHeldError, holder_gone, wait_for_lease
 from cdc_sync.runtime.stop import StopFlag
+from cdc_sync.runtime.wiring import target_engine
 from cdc_sync.state.migrate import upgrade
 from tests.integration.harness import Setup, audit_rows, kill, rows_as_text, sql, wait_until
 
@@ -187,3 +189,29 @@ def test_dead_holder_on_this_host_is_not_waited_for(engine: sa.Engine) -> None:
         # released: free for anybody at once
         assert isinstance(store.try_acquire(conn, "otherhost:7", 10), int)
         conn.commit()
+
+
+def test_daemon_start_spares_tool_sessions(
+    tmp_path: Path, source_dsn: str, target_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A starting daemon ends its earlier owner's sessions idle in a transaction (they hold
+    row locks), never an operator's verify or dlq retry between two of its statements."""
+    sql(source_dsn, "CREATE TABLE t (id int PRIMARY KEY)")
+    s = Setup(tmp_path, source_dsn, target_dsn, {"public.t": None})
+    s.drain()
+    monkeypatch.setenv("SRC_DSN", source_dsn)
+    monkeypatch.setenv("TGT_DSN", target_dsn)
+    config = load_config(s.config)
+    tool, owner = target_engine(config, s.pipeline), target_engine(config, s.pipeline, daemon=True)
+    try:
+        with tool.connect() as a, owner.connect() as b:
+            assert (
+                a.execute(sa.text("SELECT 1")).scalar() == b.execute(sa.text("SELECT 1")).scalar()
+            )
+            s.drain()  # its start-up ends the stalled owner session, not the tool's
+            assert a.execute(sa.text("SELECT 2")).scalar() == 2
+            with pytest.raises(sa.exc.DBAPIError):
+                b.execute(sa.text("SELECT 2"))
+    finally:
+        tool.dispose()
+        owner.dispose()
