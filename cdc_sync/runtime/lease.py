@@ -131,6 +131,8 @@ class LeaseKeeper:
     def close(self, release: bool) -> None:
         self._done.set()
         self._thread.join()
+        if not release and not self.lost:
+            self._notice_loss()
         if not release or self.lost:
             return
         try:
@@ -139,6 +141,20 @@ class LeaseKeeper:
                 conn.commit()
         except Exception as e:  # noqa: BLE001  (the lease then simply expires)
             self._log.warning("lease_release_failed", error_class=type(e).__name__)
+
+    def _notice_loss(self) -> None:
+        """After a failure: the new owner may have ended our sessions before the renewal
+        thread saw the lease gone. Say so now: the operator reads ``lease_lost``, not a bare
+        retry (renewing is harmless here: a held lease is ours until the retry anyway)."""
+        try:
+            with self._engine.connect() as conn:
+                held = self._store.renew(conn, self._token)
+                conn.commit()
+        except Exception:  # noqa: BLE001  (the target may be away: the retry finds out)
+            return
+        if not held:
+            self.lost = True
+            self._log.warning("lease_lost")
 
     def __enter__(self) -> LeaseKeeper:
         return self
