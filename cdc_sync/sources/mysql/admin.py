@@ -143,18 +143,28 @@ def _grant_problems(conn: Any, info: ServerInfo) -> list[str]:
     ]
 
 
-def _select_problems(conn: Any, tables: Sequence[TableId]) -> list[str]:
+def unreadable(conn: Any, tables: Sequence[TableId]) -> list[TableId]:
+    """The tables this user may not SELECT from (information_schema hides them as well)."""
     out = []
     for t in tables:
         try:
             query(conn, f"SELECT 1 FROM {ident(t.schema)}.{ident(t.name)} LIMIT 0")
         except pymysql.err.MySQLError as e:
             if error_code(e) in _NO_PRIVILEGE:
-                out.append(
-                    f"no SELECT on table {t}; fix: GRANT SELECT ON `{t.schema}`.`{t.name}` "
-                    "TO <the cdc-sync user>;"
-                )
+                out.append(t)
     return out
+
+
+def _select_problems(conn: Any, tables: Sequence[TableId]) -> list[str]:
+    denied = unreadable(conn, tables)
+    if not denied:
+        return []
+    name, _, host = str(query(conn, "SELECT CURRENT_USER()")[0][0]).rpartition("@")
+    return [
+        f"no SELECT on table {t}; fix: GRANT SELECT ON `{t.schema}`.`{t.name}` "
+        f"TO '{name}'@'{host}';"
+        for t in denied
+    ]
 
 
 def _server_id_problems(conn: Any, info: ServerInfo, server_id: int) -> list[str]:

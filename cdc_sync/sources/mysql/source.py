@@ -121,7 +121,11 @@ class MysqlCapture:
             if self._signal is not None and admin.table_exists(conn, self._signal):
                 tables = self._captured
             out = admin.problems(conn, info, self._server_id, self._mode, tables)
-            _, errors = catalog.read_schemas(conn, tables, info.mariadb)
+            # A table without SELECT is hidden from information_schema too: its GRANT is the
+            # problem to report, not a "does not exist".
+            hidden = set(admin.unreadable(conn, tables))
+            readable = [t for t in tables if t not in hidden]
+            _, errors = catalog.read_schemas(conn, readable, info.mariadb)
         except pymysql.err.MySQLError as e:
             raise classify(e, "cannot check the source server") from e
         return out + [str(e) for e in errors]
