@@ -24,11 +24,11 @@ pipelines:
     source: src
     target: tgt
     audit: row
-    batch: {{max_rows: {max_rows}, max_seconds: {max_seconds}, flush_rows: {flush_rows}}}
+{on_error}    batch: {{max_rows: {max_rows}, max_seconds: {max_seconds}, flush_rows: {flush_rows}}}
     retry: {{initial_seconds: 0.1, max_seconds: 1}}
     tables:
 {tables}
-logging: {{level: INFO, format: json}}
+logging: {{level: {level}, format: json}}
 """
 
 
@@ -50,7 +50,10 @@ class Route(Cli):
         max_seconds: float = 0.2,
         flush_rows: int = 5_000,
         source_extra: str = "",
+        on_error: str | None = None,
+        level: str = "INFO",
     ) -> None:
+        """``on_error``: None keeps the default (dead_letter)."""
         stype, ttype = kind(source_dsn), kind(target_dsn)
         if stype == "mysql" and "server_id" not in source_extra:
             source_extra += server_id_extra(source_dsn)
@@ -63,8 +66,16 @@ class Route(Cli):
             max_seconds=max_seconds,
             flush_rows=flush_rows,
             tables=table_lines(tables),
+            on_error=f"    on_error: {on_error}\n" if on_error else "",
+            level=level,
         )
         self._configure(tmp, pipeline, text, source_dsn, target_dsn)
+
+    def set_on_error(self, on_error: str) -> None:
+        """Rewrite the config with another ``on_error`` (the next run reads it)."""
+        text = self.config.read_text()
+        old = next(line for line in text.splitlines() if line.startswith("    on_error: "))
+        self.config.write_text(text.replace(old, f"    on_error: {on_error}"))
 
 
 def server_id_extra(source_dsn: str) -> str:

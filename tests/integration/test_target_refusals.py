@@ -10,58 +10,27 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Cli, kill, wait_until
-from tests.integration.routes import execute, fetch, kind
+from tests.integration.harness import kill, wait_until
+from tests.integration.routes import Route, execute, fetch, kind
 from tests.integration.test_rules_routes import letters
 
 pytestmark = pytest.mark.integration
 
 CANARY = "zq7canary-toolong-4471"  # 22 characters: refused by a varchar(5) target column
-CONFIG = """
-sources:
-  src: {{type: postgres, dsn: "${{SRC_DSN}}"}}
-targets:
-  tgt: {{type: {ttype}, dsn: "${{TGT_DSN}}"}}
-pipelines:
-  {pipeline}:
-    source: src
-    target: tgt
-    audit: row
-    on_error: {on_error}
-    batch: {{max_rows: 20000, max_seconds: 0.2, flush_rows: 5000}}
-    retry: {{initial_seconds: 0.1, max_seconds: 1}}
-    tables:
-      public.t: {{target: {target}}}
-logging: {{level: DEBUG, format: json}}
-"""
 SOURCE_DDL = "CREATE TABLE t (id bigint PRIMARY KEY, v varchar(50), n int)"
 INSERT = "INSERT INTO t (id, v, n) VALUES (%s, %s, %s)"
 
 
-class Narrow(Cli):
-    """PG source ``public.t`` (v varchar(50)) into target ``t``, narrowed to varchar(5) later."""
-
-    def __init__(self, tmp: Path, source_dsn: str, target_dsn: str, on_error: str) -> None:
-        self.ttype, self.tmp = kind(target_dsn), tmp
-        db = target_dsn.rsplit("/", 1)[-1]
-        self.target = f"{db}.t" if self.ttype == "mysql" else "public.t"
-        self.table = "t"
-        self._write(source_dsn, target_dsn, on_error)
-
-    def _write(self, source_dsn: str, target_dsn: str, on_error: str) -> None:
-        pipeline = "tr_" + source_dsn.rsplit("/", 1)[-1]
-        text = CONFIG.format(
-            ttype=self.ttype, pipeline=pipeline, on_error=on_error, target=self.target
-        )
-        self._configure(self.tmp, pipeline, text, source_dsn, target_dsn)
-
-    def switch(self, on_error: str) -> None:
-        self._write(self.source_dsn, self.target_dsn, on_error)
+def _target(tgt: str) -> str:
+    """Where ``public.t`` goes: ``<db>.t`` on MariaDB, ``public.t`` on PostgreSQL."""
+    return f"{tgt.rsplit('/', 1)[-1]}.t" if kind(tgt) == "mysql" else "public.t"
 
 
-def _prepare(tmp: Path, src: str, tgt: str, on_error: str) -> Narrow:
+def _prepare(tmp: Path, src: str, tgt: str, on_error: str) -> Route:
     execute(src, SOURCE_DDL)
-    r = Narrow(tmp, src, tgt, on_error)
+    pipeline = "tr_" + src.rsplit("/", 1)[-1]
+    tables: dict[str, str | None] = {"public.t": _target(tgt)}
+    r = Route(tmp, src, tgt, tables, pipeline=pipeline, on_error=on_error, level="DEBUG")
     r.drain()  # creates the target table (v varchar(50)) and the pipeline's start point
     return r
 
@@ -75,11 +44,11 @@ def _narrow(tgt: str) -> None:
         execute(tgt, "SET lock_timeout = '10s'", "ALTER TABLE t ALTER v TYPE varchar(5)")
 
 
-def _running(r: Narrow, tgt: str) -> subprocess.Popen[bytes]:
+def _running(r: Route, tgt: str) -> subprocess.Popen[bytes]:
     """The daemon streaming (a seed row 0 arrived), then the target column narrowed."""
     proc = r.start()
     execute(r.source_dsn, INSERT, params=(0, "seed", 0))
-    wait_until(lambda: 0 in _rows(tgt, r.table) or proc.poll() is not None)
+    wait_until(lambda: 0 in _rows(tgt, "t") or proc.poll() is not None)
     assert proc.poll() is None, r.log.read_text()[-2000:]
     _narrow(tgt)
     return proc
@@ -105,11 +74,11 @@ def test_value_too_long_is_a_dead_letter_never_truncated(
         "COMMIT",
     )
     execute(source_dsn, "UPDATE t SET n = 30 WHERE id = 3")
-    wait_until(lambda: _rows(tgt, r.table).get(3) == ("xyz", 30) or proc.poll() is not None)
+    wait_until(lambda: _rows(tgt, "t").get(3) == ("xyz", 30) or proc.poll() is not None)
     assert kill(proc, signal.SIGTERM) == 0, r.log.read_text()[-2000:]
 
     src_rows = _rows(source_dsn, "t")
-    got = _rows(tgt, r.table)
+    got = _rows(tgt, "t")
     assert got == {k: v for k, v in src_rows.items() if k != 2}  # the rest of the batch
     # Nothing silently truncated (MariaDB strict sql_mode): no prefix of the canary stored.
     assert all(not str(v).startswith(CANARY[:5]) for v, _ in got.values())
@@ -154,17 +123,17 @@ def test_on_error_stop_on_a_target_refusal(
     execute(source_dsn, "UPDATE t SET n = 10 WHERE id = 1")
     assert proc.wait(timeout=30) != 0
     message = r.log.read_text()
-    assert f"target table {r.target}" in message, message[-2000:]
+    assert f"target table {_target(tgt)}" in message, message[-2000:]
     assert CANARY not in message and CANARY[:5] not in message
-    got = _rows(tgt, r.table)
+    got = _rows(tgt, "t")
     # Neither the refused row nor anything after it in the stream reached the target.
     assert set(got) <= {0, 1} and got.get(1, ("a", 1)) == ("a", 1), got
     assert letters(tgt) == []
 
     # With dead_letter the restart widens the target column back to the source's type (done at
     # every start), so the row is applied in full rather than dead-lettered.
-    r.switch("dead_letter")
+    r.set_on_error("dead_letter")
     r.drain()
-    assert _rows(tgt, r.table) == _rows(source_dsn, "t")
+    assert _rows(tgt, "t") == _rows(source_dsn, "t")
     assert letters(tgt) == []
     assert "'v'" in message or "column v" in message, message[-2000:]

@@ -25,11 +25,8 @@ def policy_route(tmp: Path, src: str, tgt: str, table: str, on_error: str) -> Ro
     schema = src.rsplit("/", 1)[-1] if kind(src) == "mysql" else "public"
     tschema = tgt.rsplit("/", 1)[-1] if kind(tgt) == "mysql" else "public"
     pipeline = "tp_" + src.rsplit("/", 1)[-1]  # PostgreSQL slots are per server
-    r = Route(tmp, src, tgt, {f"{schema}.{table}": f"{tschema}.{table}"}, pipeline=pipeline)
-    text, line = r.config.read_text(), "    audit: row\n"
-    assert line in text
-    r.config.write_text(text.replace(line, f"{line}    on_error: {on_error}\n"))
-    return r
+    tables: dict[str, str | None] = {f"{schema}.{table}": f"{tschema}.{table}"}
+    return Route(tmp, src, tgt, tables, pipeline=pipeline, on_error=on_error)
 
 
 def insert(dsn: str, table: str, row: Row) -> None:
