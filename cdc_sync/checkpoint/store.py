@@ -126,6 +126,14 @@ class CheckpointStore:
         )
         return done.rowcount == 1
 
+    def holds(self, conn: sa.Connection, token: int) -> bool:
+        """Whether ``token`` is still the pipeline's (read only: nothing is extended)."""
+        if self._ttl is None:
+            return True  # as renew: no lease kept
+        t = self.table
+        query = sa.select(t.c.token).where(t.c.pipeline == self.pipeline, t.c.token == token)
+        return conn.execute(query).first() is not None
+
     def release(self, conn: sa.Connection, token: int) -> None:
         """Expire our lease now (clean stop), so a standby or the next start need not wait
         for the TTL; the owner stays for the record. Fenced: a lost lease is left alone."""

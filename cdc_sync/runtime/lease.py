@@ -145,11 +145,11 @@ class LeaseKeeper:
     def _notice_loss(self) -> None:
         """After a failure: the new owner may have ended our sessions before the renewal
         thread saw the lease gone. Say so now: the operator reads ``lease_lost``, not a bare
-        retry (renewing is harmless here: a held lease is ours until the retry anyway)."""
+        retry. Read only: a failed run must not extend a lease a standby is waiting for."""
         try:
             with self._engine.connect() as conn:
-                held = self._store.renew(conn, self._token)
-                conn.commit()
+                held = self._store.holds(conn, self._token)
+                conn.rollback()
         except Exception:  # noqa: BLE001  (the target may be away: the retry finds out)
             return
         if not held:
