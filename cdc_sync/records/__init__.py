@@ -12,6 +12,7 @@ from cdc_sync.records.change import (
     SourceEvent,
     TxBegin,
     TxCommit,
+    UnreadableRow,
 )
 from cdc_sync.records.copytext import CopyText
 from cdc_sync.records.positions import BinlogPosition, PgLsn, Position
@@ -40,4 +41,5 @@ __all__ = [
     "TableSchema",
     "TxBegin",
     "TxCommit",
+    "UnreadableRow",
 ]

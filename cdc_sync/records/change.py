@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -37,6 +38,20 @@ class RowProblem(NamedTuple):
 
     column: str
     reason: str
+
+
+class UnreadableRow(tuple[object, ...]):
+    """A row read by a query (snapshot chunk, re-read for a retry or a verify) holding a value
+    that cannot be decoded exactly: that value is None here and ``problem`` names the column.
+    Never applied as it is: it travels on as ``ChangeRecord.problem`` (dead letter or stop,
+    as when the stream meets it); anything else that reads rows treats it as refused."""
+
+    problem: RowProblem
+
+    def __new__(cls, values: Iterable[object], problem: RowProblem) -> UnreadableRow:
+        row = super().__new__(cls, values)
+        row.problem = problem
+        return row
 
 
 class ChangeRecord(NamedTuple):

@@ -26,6 +26,7 @@ from cdc_sync.records import (
     TableSchema,
     TxBegin,
     TxCommit,
+    UnreadableRow,
 )
 from cdc_sync.runtime import faults
 from cdc_sync.runtime.events import EVENTS
@@ -153,8 +154,10 @@ class PipelineLoop(CommitLoop):
         change = self._change
         try:
             for row in rows:
+                # A value the source could not decode: dead letter or stop, as in the stream.
+                problem = row.problem if type(row) is UnreadableRow else None
                 change(ChangeRecord(Op.INSERT, table, schema, None, row, position, xid,
-                                    commit_time))  # fmt: skip
+                                    commit_time, problem=problem))  # fmt: skip
         finally:
             self._audit_op = None
 

@@ -10,7 +10,7 @@ from itertools import islice
 from operator import itemgetter, lt
 from typing import Any, NamedTuple
 
-from cdc_sync.records import ChangeRecord, Kind, Op, Position, Row, TableId
+from cdc_sync.records import ChangeRecord, Kind, Op, Position, Row, TableId, UnreadableRow
 from cdc_sync.sinks.sql.read import Key, TargetReader, key_orderable
 from cdc_sync.sources.base import Source
 from cdc_sync.transforms import RuleError, TableTransform
@@ -88,6 +88,8 @@ class Shaper:
 
     def shape(self, row: Row) -> tuple[Row | None, Expected]:
         """The target-shaped row (None when filtered out or refused) and what to expect."""
+        if type(row) is UnreadableRow:  # the stream dead-letters it (or stops on it)
+            return None, Expected(None, None, refused=True)
         if self.identity:
             out: Row | None = row
         else:
@@ -105,6 +107,8 @@ class Shaper:
     def output(self, row: Row) -> Row | None:
         """The target-shaped row, None when filtered out or refused (no ChangeRecord is
         built when the table has no rules)."""
+        if type(row) is UnreadableRow:
+            return None
         if self.identity:
             return row
         try:
@@ -115,7 +119,7 @@ class Shaper:
 
     def outputs(self, rows: list[Row]) -> list[Row]:
         """The target-shaped rows expected from ``rows`` (fewer when some are not)."""
-        if self.identity:
+        if self.identity and not any(type(r) is UnreadableRow for r in rows):
             return rows
         out = []
         for row in rows:

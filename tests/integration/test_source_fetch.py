@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from cdc_sync.config.dsn import parse_mysql_dsn
-from cdc_sync.errors import NoKeyError, PermanentError, RowLevelError
-from cdc_sync.records import ChangeRecord, Heartbeat, Op, Row, TableId
+from cdc_sync.errors import NoKeyError, PermanentError
+from cdc_sync.records import ChangeRecord, Heartbeat, Op, Row, TableId, UnreadableRow
 from cdc_sync.sources.mysql import fetch as my_fetch
 from cdc_sync.sources.mysql.source import MysqlCapture
 from cdc_sync.sources.postgres import fetch as pg_fetch
@@ -224,14 +224,23 @@ def test_pg_table_schemas_creates_nothing(source_dsn: str, pg_source: Any) -> No
     assert not isinstance(ei.value, NoKeyError) and "absent" in str(ei.value)
 
 
-def test_pg_unrepresentable_value_is_a_row_level_error(source_dsn: str, pg_source: Any) -> None:
-    sql(source_dsn, "CREATE TABLE inf (id int PRIMARY KEY, d date)",
-        "INSERT INTO inf VALUES (1, '4713-01-01 BC')")  # fmt: skip
+def test_pg_unrepresentable_value_makes_an_unreadable_row(source_dsn: str, pg_source: Any) -> None:
+    sql(
+        source_dsn,
+        "CREATE TABLE inf (id int PRIMARY KEY, d date, ts timestamptz)",
+        "INSERT INTO inf VALUES (1, '4713-01-01 BC', now()), (2, '2020-01-01', 'infinity')",
+    )
     src = pg_source("public.inf")
     table = TableId("public", "inf")
-    with pytest.raises(RowLevelError, match=r"table public\.inf: column 'd' \(date\)") as ei:
-        src.fetch_rows(table, src.table_schemas()[table], [(1,)])
-    assert "4713" not in str(ei.value)  # never the value
+    schema = src.table_schemas()[table]
+    rows = src.fetch_rows(table, schema, [(1,), (2,)])
+    for row, col in zip(rows, ("d", "ts"), strict=True):
+        assert type(row) is UnreadableRow
+        assert row.problem.column == col and row[schema.names.index(col)] is None
+        assert f"table public.inf: column '{col}'" in row.problem.reason
+        assert "4713" not in row.problem.reason  # never the value
+    chunk = src.read_chunk(table, schema, None, 10)
+    assert [type(r) for r in chunk] == [UnreadableRow, UnreadableRow]
 
 
 # -- MariaDB ---------------------------------------------------------------------------------
@@ -375,10 +384,15 @@ def test_mysql_table_schemas_and_zero_dates(my_source_server: MyServer, my_sourc
         table = TableId(db, "z")
         schema = src.table_schemas()[table]
         for key, col in ((1, "d"), (2, "dt"), (3, "ts")):
-            with pytest.raises(RowLevelError, match=f"table {db}.z: column '{col}'") as ei:
-                src.fetch_rows(table, schema, [(4,), (key,)])
-            assert "zero" in str(ei.value) and "2020" not in str(ei.value)
-        assert src.fetch_rows(table, schema, [(4,)])[0] is not None  # session still usable
+            good, row = src.fetch_rows(table, schema, [(4,), (key,)])
+            assert type(good) is tuple
+            assert type(row) is UnreadableRow and row.problem.column == col
+            assert row[schema.names.index(col)] is None
+            reason = row.problem.reason
+            assert f"table {db}.z: column '{col}'" in reason
+            assert "zero" in reason and "2020" not in reason
+        chunk = src.read_chunk(table, schema, None, 10)
+        assert [type(r).__name__ for r in chunk] == ["UnreadableRow"] * 3 + ["tuple"]
     finally:
         src.close()
     for tables, error in ((("nokey",), NoKeyError), (("nokey", "absent"), PermanentError)):

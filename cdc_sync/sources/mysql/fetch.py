@@ -13,7 +13,16 @@ from typing import Any
 import pymysql
 
 from cdc_sync.errors import PermanentError, RowLevelError
-from cdc_sync.records import Column, JsonText, Kind, Row, TableId, TableSchema
+from cdc_sync.records import (
+    Column,
+    JsonText,
+    Kind,
+    Row,
+    RowProblem,
+    TableId,
+    TableSchema,
+    UnreadableRow,
+)
 from cdc_sync.sources.mysql.errors import classify
 
 CHUNK = 500
@@ -156,27 +165,35 @@ def decode_row(
     table: TableId,
     first: int = 1,
 ) -> Row:
-    """The canonical row of a result row, its columns from ``first`` on (0: no tag)."""
+    """The canonical row of a result row, its columns from ``first`` on (0: no tag). A zero
+    or partial-zero date makes it an ``UnreadableRow`` (as the binlog decoder makes it a
+    record with a problem); a value that cannot be read at all raises."""
     out: list[object] = []
-    i = 0
-    try:
-        for i, conv in enumerate(convs):
-            v = raw[i + first]
-            out.append(v if v is None or conv is None else conv(v))
-    except _ZeroDate:
-        col = schema.columns[i]
-        raise RowLevelError(
-            f"table {table}: column {col.name!r} ({col.type.source_name}) holds a zero or "
-            "partial-zero date, which has no exact value outside MySQL; fix the row at "
-            "the source (a real date or NULL) or exclude the table"
-        ) from None
-    except (ValueError, TypeError, struct.error, UnicodeDecodeError) as e:
-        col = schema.columns[i]
-        raise RowLevelError(
-            f"table {table}: column {col.name!r} ({col.type.source_name}) could not be "
-            f"read from the source ({type(e).__name__})"
-        ) from None
-    return tuple(out)
+    problem: RowProblem | None = None
+    for i, conv in enumerate(convs):
+        v = raw[i + first]
+        if v is None or conv is None:
+            out.append(v)
+            continue
+        try:
+            out.append(conv(v))
+        except _ZeroDate:
+            out.append(None)
+            if problem is None:
+                col = schema.columns[i]
+                problem = RowProblem(
+                    col.name,
+                    f"table {table}: column {col.name!r} ({col.type.source_name}) holds a "
+                    "zero or partial-zero date, which has no exact value outside MySQL; fix "
+                    "the row at the source (a real date or NULL) or exclude the table",
+                )
+        except (ValueError, TypeError, struct.error, UnicodeDecodeError) as e:
+            col = schema.columns[i]
+            raise RowLevelError(
+                f"table {table}: column {col.name!r} ({col.type.source_name}) could not be "
+                f"read from the source ({type(e).__name__})"
+            ) from None
+    return tuple(out) if problem is None else UnreadableRow(out, problem)
 
 
 def _restore(conn: Any, time_zone: str, rollback: bool) -> None:

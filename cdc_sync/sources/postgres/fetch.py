@@ -10,8 +10,8 @@ from decimal import Decimal
 import psycopg
 from psycopg.pq.abc import PGresult
 
-from cdc_sync.errors import PermanentError, RowLevelError
-from cdc_sync.records import Column, Interval, Row, TableId, TableSchema
+from cdc_sync.errors import PermanentError
+from cdc_sync.records import Column, Interval, Row, RowProblem, TableId, TableSchema, UnreadableRow
 from cdc_sync.sources.postgres.stream import classify
 from cdc_sync.sources.postgres.values import (
     SESSION_SETTINGS,
@@ -98,8 +98,11 @@ def decode_row(
     res: PGresult, r: int, convs: Sequence[Converter | None], columns: Sequence[Column],
     *, encoding: str, table: TableId, first: int = 1,
 ) -> Row:  # fmt: skip
-    """Row ``r`` of ``res``, its columns from ``first`` on (0 when the query has no tag)."""
+    """Row ``r`` of ``res``, its columns from ``first`` on (0 when the query has no tag). A
+    value with no exact canonical value (timestamp 'infinity', a BC date) makes it an
+    ``UnreadableRow``, as the stream decoder makes it a record with a problem."""
     out: list[object] = []
+    problem: RowProblem | None = None
     for j, conv in enumerate(convs):
         raw = res.get_value(r, j + first)
         if raw is None:
@@ -108,14 +111,17 @@ def decode_row(
         text = raw.decode(encoding)
         try:
             out.append(text if conv is None else conv(text))
-        except (ValueError, ArithmeticError) as e:
-            # The decoder's message: table, column and type, never the value (PII).
-            col = columns[j]
-            raise RowLevelError(
-                f"table {table}: column {col.name!r} ({col.type.source_name}): "
-                f"{describe_unrepresentable(col.type)}"
-            ) from e
-    return tuple(out)
+        except (ValueError, ArithmeticError):
+            out.append(None)
+            if problem is None:
+                # The decoder's message: table, column and type, never the value (PII).
+                col = columns[j]
+                problem = RowProblem(
+                    col.name,
+                    f"table {table}: column {col.name!r} ({col.type.source_name}): "
+                    f"{describe_unrepresentable(col.type)}",
+                )
+    return tuple(out) if problem is None else UnreadableRow(out, problem)
 
 
 def fetch_rows(
