@@ -67,10 +67,23 @@ _MY_REASONS = {
 }
 
 
-def _pg_row_error(err: psycopg.Error, where: str, state: str) -> TargetRowError:
+# PostgreSQL's 22001 names the type, never the value or the column:
+# "value too long for type character varying(5)".
+_TOO_LONG = re.compile(r"^value too long for type (?:character varying|character)\((\d+)\)$")
+
+
+def pg_too_long_limit(err: psycopg.Error) -> int | None:
+    """The length limit of a PG 22001 refusal (from the type in its primary message)."""
+    found = _TOO_LONG.match(getattr(err.diag, "message_primary", None) or "")
+    return int(found.group(1)) if found else None
+
+
+def _pg_row_error(
+    err: psycopg.Error, where: str, state: str, column: str | None = None
+) -> TargetRowError:
     diag = err.diag
     constraint = getattr(diag, "constraint_name", None) or None
-    column = getattr(diag, "column_name", None) or None
+    column = getattr(diag, "column_name", None) or column
     reason = _PG_REASONS.get(state) or f"the target refused the row ({type(err).__name__})"
     named = "".join(
         (
@@ -190,10 +203,13 @@ def _primary_message(err: psycopg.Error) -> str:
     return (primary or str(err)).split("\n", 1)[0]
 
 
-def classify_db_error(exc: BaseException, table: object | None = None) -> CdcSyncError:
+def classify_db_error(
+    exc: BaseException, table: object | None = None, column: str | None = None
+) -> CdcSyncError:
     """Map a driver exception (psycopg or SQLAlchemy-wrapped) to a cdc-sync error.
 
-    ``table`` (the target table being written) is named in the message. Parameter values
+    ``table`` (the target table being written) is named in the message, and ``column`` for a
+    row-level refusal whose error names none (the sink may know it better). Parameter values
     are never included: SQLAlchemy's str() of a DBAPIError appends them, so we build the
     message from the driver's primary message only.
     """
@@ -223,7 +239,7 @@ def classify_db_error(exc: BaseException, table: object | None = None) -> CdcSyn
         # Integrity violation or data exception caused by one row's values: the stream can
         # go on without it (dead letter). Built from SQLSTATE and identifiers only: the
         # primary message of a 22 error quotes the value ('invalid input syntax …: "x"').
-        return _pg_row_error(orig, where, state)
+        return _pg_row_error(orig, where, state, column)
     # 42 (undefined table/column, syntax, privilege), 28 (auth) and everything else:
     # retrying the same statement cannot succeed.
     return PermanentError(msg)

@@ -16,7 +16,7 @@ from cdc_sync.errors import CdcSyncError, PermanentError, RowLevelError
 from cdc_sync.records import ChangeRecord, CopyText, TableId, TableSchema
 from cdc_sync.sinks.sql import pg_copytext
 from cdc_sync.sinks.sql.ddl import TableMaker
-from cdc_sync.sinks.sql.errors import TargetRowError, classify_db_error
+from cdc_sync.sinks.sql.errors import TargetRowError, classify_db_error, pg_too_long_limit
 from cdc_sync.sinks.sql.mysql import MySqlWriter
 from cdc_sync.sinks.sql.mysql_ddl import MySqlTableMaker
 from cdc_sync.sinks.sql.plan import Group, Kind, plan
@@ -53,6 +53,27 @@ def _nul_column(run: Sequence[Group]) -> TargetRowError | None:
                         column=col.name,
                     )
     return None
+
+
+def _too_long_column(run: Sequence[Group], err: psycopg.Error) -> str | None:
+    """The column of a PG 22001 refusal, which the server does not name: the text column
+    holding a value longer than the limit its message gives (the target's type, which a DBA
+    may have narrowed below the source's). None unless exactly one column qualifies."""
+    if err.sqlstate != "22001":
+        return None
+    limit = pg_too_long_limit(err)
+    if limit is None:
+        return None
+    found: set[str] = set()
+    for g in run:
+        if g.kind is Kind.DELETE:  # its rows are keys only
+            continue
+        for row in g.rows.values():
+            for col, v in zip(g.schema.columns, row, strict=False):
+                # Excess spaces are cut silently by PostgreSQL, never refused.
+                if isinstance(v, str) and len(v) > limit and len(v.rstrip(" ")) > limit:
+                    found.add(col.name)
+    return found.pop() if len(found) == 1 else None
 
 
 def _savepoint(conn: sa.Connection, sql: str) -> None:
@@ -155,7 +176,7 @@ class SqlSink:
                     # A pipelined statement fails at the end of the run: find its table.
                     target = _target_of(run, e) if pipelined else str(group.target)
                     # from None: the driver's exception text carries DETAIL (row values).
-                    raise classify_db_error(e, target) from None
+                    raise classify_db_error(e, target, _too_long_column(run, e)) from None
 
     def takes_copy_text(
         self,
