@@ -130,4 +130,10 @@ def test_on_error_stop_on_a_target_refusal(
     r.drain()
     assert _rows(tgt, "t") == _rows(source_dsn, "t")
     assert letters(tgt) == []
-    assert "'v'" in message or "column v" in message, message[-2000:]
+    assert "column 'v'" in message, message[-2000:]
+    # The DBA sees the daemon undo the narrowing: one warning naming column and both types.
+    lines = r.log.read_text().splitlines()
+    (warned,) = [json.loads(x) for x in lines if x.startswith("{") and "column_widened" in x]
+    assert warned["event"] == "target_column_widened" and warned["level"] == "warning"
+    assert (warned["column"], warned["target_table"]) == ("v", _target(tgt))
+    assert "5" in warned["from_type"] and "50" in warned["to_type"], warned

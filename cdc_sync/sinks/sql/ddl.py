@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from cdc_sync import logs
 from cdc_sync.errors import PermanentError
 from cdc_sync.records import Column, ColumnType, Kind, TableId, TableSchema
 from cdc_sync.sinks.sql.types import TypeMapper, enum_type_id, quote_ident
@@ -40,6 +41,19 @@ _ENUM_LABELS = sa.text(
 )
 
 _STRING_KINDS = frozenset({Kind.TEXT, Kind.VARCHAR, Kind.CHAR})
+
+
+def widened(target: TableId, column: str, was: str, now: str) -> None:
+    """Logged at WARNING: a DBA must see the daemon alter a target column (at a start it
+    cannot tell a source ALTER from the DBA narrowing the target: it widens either way)."""
+    logs.get("cdc_sync.sinks").warning(
+        "target_column_widened",
+        target_table=str(target),
+        column=column,
+        from_type=was,
+        to_type=now,
+        why="the source column's type holds values the target column's type cannot",
+    )
 
 
 # Integer types by width, as format_type() spells them: a narrower one may be widened.
@@ -164,7 +178,8 @@ class TableMaker:
         want = conn.execute(_TYPE_OID, {"n": base}).scalar()
         if want is not None and int(want) == have.typid:
             if _needs_widening(col.type, have.spelled):
-                self._alter_type(conn, Column(col.name, _merged(col.type, have.spelled)), target)
+                merged = Column(col.name, _merged(col.type, have.spelled))
+                self._alter_type(conn, merged, target, have.spelled)
             return
         if col.type.kind in _STRING_KINDS and not col.type.array_dims and have.spelled == "text":
             return  # any string fits losslessly into text
@@ -174,7 +189,7 @@ class TableMaker:
             and (_WIDER_INT.get(base, -1) > _WIDER_INT[have.spelled])
         ):
             # MODIFY COLUMN int -> bigint at the source: every old value fits the new type.
-            self._alter_type(conn, col, target)
+            self._alter_type(conn, col, target, have.spelled)
             return
         raise PermanentError(
             f"target table {target}: column {col.name!r} has type {have.spelled}, but the "
@@ -182,7 +197,7 @@ class TableMaker:
             "map the table to another target"
         )
 
-    def _alter_type(self, conn: sa.Connection, col: Column, target: TableId) -> None:
+    def _alter_type(self, conn: sa.Connection, col: Column, target: TableId, was: str) -> None:
         """Widen a column the source widened (varchar(20) -> varchar(40), int -> bigint…):
         rows written after the source's ALTER would not fit otherwise. Never narrows."""
         spec = self.types.column_type(col.type, target, col.name).compile(dialect=conn.dialect)
@@ -190,6 +205,7 @@ class TableMaker:
         conn.exec_driver_sql(
             f"ALTER TABLE {_qualified(target)} ALTER COLUMN {name} TYPE {spec} USING {name}::{spec}"
         )
+        widened(target, col.name, was, spec)
 
     def _check_key(
         self, conn: sa.Connection, schema: TableSchema, target: TableId, qualified: str

@@ -11,6 +11,7 @@ from sqlalchemy.schema import CreateTable
 
 from cdc_sync.errors import PermanentError
 from cdc_sync.records import Column, Kind, TableId, TableSchema
+from cdc_sync.sinks.sql.ddl import widened
 from cdc_sync.sinks.sql.mysql import qualified_mysql, quote_mysql
 from cdc_sync.sinks.sql.mysql_types import MySqlTypes, key_budgets
 
@@ -96,6 +97,8 @@ class MySqlTableMaker:
     def __init__(self, create_tables: bool) -> None:
         self.types = MySqlTypes()
         self.create_tables = create_tables
+        # (column, old type, new type) of the existing columns the last plan alters
+        self._widening: list[tuple[str, str, str]] = []
 
     def ensure(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
         was_open = conn.in_transaction()
@@ -114,9 +117,12 @@ class MySqlTableMaker:
         for statement in ddl:
             conn.exec_driver_sql(statement)
         conn.commit()  # DDL has committed already; this realigns SQLAlchemy's state
+        for column, was, now in self._widening:
+            widened(target, column, was, now)
 
     def plan(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> list[str]:
         """The DDL statements ``target`` needs ([] when none); PermanentError on conflicts."""
+        self._widening = []
         where = {"s": target.schema, "t": target.name}
         existing = {
             name: _Existing(str(dt).lower(), str(ct), nullable == "YES")
@@ -147,6 +153,7 @@ class MySqlTableMaker:
                 alter.append(f"ADD COLUMN {quote_mysql(col.name)} {spec} NULL")
             elif (change := self._reconcile(col, have, spec, target)) is not None:
                 alter.append(change)
+                self._widening.append((col.name, have.column_type, spec))
         return [f"ALTER TABLE {qualified_mysql(target)} " + ", ".join(alter)] if alter else []
 
     def _spec(self, col: Column, target: TableId, key: int | None) -> str:
