@@ -81,3 +81,28 @@ def test_custom_function_in_snapshot_and_stream(
     ]
     everywhere = r.log.read_text() + r.cli("dlq", "list").stdout + json.dumps(letters)
     assert CANARY not in everywhere and "ann lee" not in everywhere
+
+    # dlq list filters: table, status, limit, JSON; discard one, fix and retry the other.
+    def ids(*args: str) -> list[int]:
+        res = r.cli("dlq", "list", "--json", *args)
+        assert res.returncode == 0, res.stderr[-2000:]
+        return [int(d["id"]) for d in json.loads(res.stdout)]
+
+    first, second = ids()
+    assert ids("--table", "public.people") == [first, second]
+    assert ids("--table", "public.other") == [] and ids("--status", "retried") == []
+    assert ids("--limit", "1") == [first]
+    assert ids("-p", "custom_p", "--status", "all") == [first, second]
+    assert r.cli("dlq", "discard", "--id", str(first), "--yes").returncode == 0
+    assert ids() == [second] and ids("--status", "discarded") == [first]
+    execute(source_dsn, "UPDATE people SET note = 'fixed' WHERE id = 7")
+    r.drain()
+    res = r.cli("dlq", "retry", "--id", str(second))
+    assert res.returncode == 0, res.stdout + res.stderr[-2000:]
+    assert ids() == [] and ids("--status", "retried") == [second]
+    assert fetch(target_dsn, "people") == [
+        (4, "Cy Young", "d"),
+        (5, "Dee", "e"),
+        (7, "Eve", "fixed"),
+    ]
+    assert "no dead letters" in r.cli("dlq", "list").stdout
