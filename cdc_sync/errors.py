@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class CdcSyncError(Exception):
     """Root of every error cdc-sync raises on purpose.
@@ -91,3 +93,26 @@ def tls_refusal(exc: BaseException) -> str | None:
         nxt = getattr(cur, "original_exception", None)
         cur = cur.__cause__ or cur.__context__ or (nxt if isinstance(nxt, BaseException) else None)
     return None
+
+
+# PostgreSQL refusing a connection at start-up for a reason no retry heals. libpq gives these
+# without SQLSTATE (the server's FATAL is only in the message), like a network failure, which
+# is transient; "the database system is starting up", "too many clients" stay transient.
+_PG_LOGIN_REFUSED = re.compile(
+    r"FATAL:\s+(password authentication failed for user \"[^\"]*\""
+    r"|role \"[^\"]*\" does not exist|database \"[^\"]*\" does not exist"
+    r"|no pg_hba\.conf entry for [^\n]*|pg_hba\.conf rejects [^\n]*"
+    r"|\w+ authentication failed for user \"[^\"]*\"|permission denied [^\n]*"
+    r"|must be superuser or (?:have the )?replication [^\n]*)"
+    r"|(fe_sendauth: no password supplied)"
+)
+LOGIN_FIX = "check the user, the password and the database of this DSN"
+
+
+def pg_login_refusal(exc: BaseException) -> str | None:
+    """The server's reason when PostgreSQL refused the login itself (wrong password, unknown
+    role or database, pg_hba.conf), else None. Names the user or database, never a password."""
+    found = _PG_LOGIN_REFUSED.search(str(exc))
+    if found is None:
+        return None
+    return (found.group(1) or found.group(2))[:300]

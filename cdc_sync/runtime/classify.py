@@ -6,7 +6,15 @@ import psycopg
 import pymysql
 import sqlalchemy.exc
 
-from cdc_sync.errors import TLS_FIX, CdcSyncError, PermanentError, TransientError, tls_refusal
+from cdc_sync.errors import (
+    LOGIN_FIX,
+    TLS_FIX,
+    CdcSyncError,
+    PermanentError,
+    TransientError,
+    pg_login_refusal,
+    tls_refusal,
+)
 from cdc_sync.logs import scrub
 from cdc_sync.sinks.sql.errors import classify_mysql_error
 
@@ -33,11 +41,16 @@ def classify(exc: BaseException, where: str) -> CdcSyncError:
     if refused is not None:
         return PermanentError(f"{where}: {scrub(refused)}; {TLS_FIX}")
     if isinstance(orig, psycopg.Error):
+        login = pg_login_refusal(orig)
+        if login is not None:
+            return PermanentError(
+                f"{where}: the server refused the login: {scrub(login)}; {LOGIN_FIX}"
+            )
         state = orig.sqlstate or ""
         msg = f"{where}: {_safe_message(orig)}" + (f" (SQLSTATE {state})" if state else "")
         if not state and isinstance(orig, psycopg.OperationalError):
-            # No SQLSTATE: libpq-level failure (refused, reset, timeout). Wrong passwords
-            # come with SQLSTATE 28P01 when the server answers, so this is a network problem.
+            # No SQLSTATE: libpq-level failure (refused, reset, timeout) or a start-up FATAL
+            # other than a refused login (checked above): the server may come back.
             return TransientError(msg)
         if state.startswith(_TRANSIENT_PREFIXES):
             return TransientError(msg)

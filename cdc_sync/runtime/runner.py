@@ -93,7 +93,11 @@ def run_once(
     link: LinkApplier | None = None
     failed = False
     try:
-        with engine.connect() as conn:
+        try:
+            connection = engine.connect()
+        except Exception as e:  # classified here to name the side
+            raise classify(e, "cannot connect to the target database") from e
+        with connection as conn:
             upgrade(conn, schema=tc.state_schema)
             conn.commit()
             checkpoints = CheckpointStore(name, schema=tc.state_schema)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ssl
 
+import psycopg
 import pymysql
 import pytest
 
-from cdc_sync.errors import PermanentError, TransientError, tls_refusal
-from cdc_sync.sinks.sql.errors import classify_mysql_error
+from cdc_sync.errors import PermanentError, TransientError, pg_login_refusal, tls_refusal
+from cdc_sync.runtime.classify import classify
+from cdc_sync.sinks.sql.errors import classify_db_error, classify_mysql_error
 
 
 @pytest.mark.parametrize(
@@ -38,3 +40,33 @@ def test_a_refused_certificate_is_found_anywhere_in_the_chain() -> None:
     # a dropped TLS connection stays transient
     lost = pymysql.err.OperationalError(2013, "Lost connection to MySQL server (SSL SYSCALL)")
     assert isinstance(classify_mysql_error(lost, "target"), TransientError)
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ('connection to server at "h", port 5432 failed: FATAL:  password authentication '
+         'failed for user "cdc"', 'password authentication failed for user "cdc"'),
+        ('failed: FATAL:  role "nobody" does not exist', 'role "nobody" does not exist'),
+        ('failed: FATAL:  database "crm" does not exist', 'database "crm" does not exist'),
+        ('failed: FATAL:  no pg_hba.conf entry for host "10.0.0.9", user "cdc", database "crm"',
+         'no pg_hba.conf entry for host "10.0.0.9"'),
+        ("connection to server failed: fe_sendauth: no password supplied", "no password"),
+        ('failed: FATAL:  permission denied for database "crm"', "permission denied"),
+        ("failed: FATAL:  the database system is starting up", None),
+        ("failed: FATAL:  sorry, too many clients already", None),
+        ("failed: Connection refused", None),
+    ],
+)  # fmt: skip
+def test_a_refused_pg_login_is_permanent_other_start_up_failures_are_not(
+    text: str, want: str | None
+) -> None:
+    got = pg_login_refusal(Exception(text))
+    err = psycopg.OperationalError(text)
+    side = [classify(err, "source"), classify_db_error(err, "hub.t")]
+    if want is None:
+        assert got is None and all(isinstance(e, TransientError) for e in side)
+        return
+    assert got is not None and want in got
+    for e in side:
+        assert isinstance(e, PermanentError) and want in str(e) and "check the user" in str(e)

@@ -9,11 +9,13 @@ import pymysql
 import sqlalchemy.exc
 
 from cdc_sync.errors import (
+    LOGIN_FIX,
     TLS_FIX,
     CdcSyncError,
     PermanentError,
     RowLevelError,
     TransientError,
+    pg_login_refusal,
     tls_refusal,
 )
 
@@ -123,7 +125,6 @@ _MYSQL_HINTS = {
     1071: "key too long: InnoDB indexes at most 3072 bytes (768 utf8mb4 characters)",
     1118: "row size too large: move long columns to TEXT / BLOB types",
     1142: "permission denied",
-    1044: "permission denied on the database",
     1146: "table does not exist",
     1054: "unknown column",
 }
@@ -165,6 +166,12 @@ def classify_mysql_error(err: pymysql.MySQLError, where: str) -> CdcSyncError:
     hint = _MYSQL_HINTS.get(errno or 0)
     if errno in (1142, 1143):
         hint = _denied(err) or hint
+    if errno in (1045, 1049, 1044):
+        # Login refusals name the user, host and database, never the password ("Access
+        # denied for user 'x'@'h' (using password: YES)"), and are a setting to fix.
+        text = str(err.args[1]).splitlines()[0][:300] if len(err.args) > 1 else ""
+        return PermanentError(f"{where}: {text or type(err).__name__} (MySQL error {errno}); "
+                              f"{LOGIN_FIX}")  # fmt: skip
     msg = f"{where}: {what}{hint or type(err).__name__} (MySQL error {errno})"
     if not errno or errno in MYSQL_TRANSIENT or 2000 <= errno < 3000:
         # No number (0: connection closed) or a client-side 2xxx: the connection failed.
@@ -229,6 +236,9 @@ def classify_db_error(
         refused = tls_refusal(orig)
         if refused is not None:
             return PermanentError(f"{where}: {refused}; {TLS_FIX}")
+        login = pg_login_refusal(orig)
+        if login is not None:
+            return PermanentError(f"{where}: the server refused the login: {login}; {LOGIN_FIX}")
         # libpq-level failure without a server answer (connection refused/reset/timeout).
         if isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError):
             return TransientError(msg)

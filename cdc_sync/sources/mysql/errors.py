@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pymysql
 
-from cdc_sync.errors import TLS_FIX, CdcSyncError, PermanentError, TransientError, tls_refusal
+from cdc_sync.errors import (
+    LOGIN_FIX,
+    TLS_FIX,
+    CdcSyncError,
+    PermanentError,
+    TransientError,
+    tls_refusal,
+)
 
 # Heal by themselves: connection refused / lost / gone away, server shutting down, too many
 # connections, lock wait timeout and deadlock (the catalog queries can hit those).
@@ -56,7 +63,7 @@ def classify(err: BaseException, where: str) -> CdcSyncError:
     if isinstance(err, (ConnectionError, TimeoutError, EOFError)):
         return TransientError(f"{where}: connection lost ({type(err).__name__})")
     if code == 1045:
-        return PermanentError(f"{text}; check the user and password of the source DSN")
+        return PermanentError(f"{text}; {LOGIN_FIX}")
     if code == 1049:
         return PermanentError(f"{text}; the database in the source DSN does not exist")
     return PermanentError(text)

@@ -11,7 +11,15 @@ from collections.abc import Iterator
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from cdc_sync.errors import TLS_FIX, CdcSyncError, PermanentError, TransientError, tls_refusal
+from cdc_sync.errors import (
+    LOGIN_FIX,
+    TLS_FIX,
+    CdcSyncError,
+    PermanentError,
+    TransientError,
+    pg_login_refusal,
+    tls_refusal,
+)
 from cdc_sync.sources.postgres.liveness import WatchedConnection
 from cdc_sync.sources.postgres.values import SESSION_SETTINGS
 
@@ -37,6 +45,9 @@ def classify(err: psycopg.Error, where: str) -> CdcSyncError:
     refused = tls_refusal(err)
     if refused is not None:
         return PermanentError(f"{where}: {refused}; {TLS_FIX}")
+    login = pg_login_refusal(err)
+    if login is not None:
+        return PermanentError(f"{where}: the server refused the login: {login}; {LOGIN_FIX}")
     state = err.sqlstate or ""
     primary = err.diag.message_primary if err.diag else None
     # Only the primary message: DETAIL can carry row values; str(err) has no password.
