@@ -90,6 +90,17 @@ def _spec(row: dict[str, Any], json_cols: set[str]) -> ColumnSpec | str:
     )  # fmt: skip
 
 
+def tinyint1_columns(conn: Any, table: TableId) -> set[str]:
+    """TINYINT(1) columns (what clients read as BOOLEAN): the binlog's table map says TINY."""
+    rows = query(
+        conn,
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+        "AND TABLE_NAME = %s AND COLUMN_TYPE LIKE 'tinyint(1)%%'",
+        (table.schema, table.name),
+    )
+    return {str(r[0]) for r in rows}
+
+
 def json_columns(conn: Any, table: TableId) -> set[str]:
     """MariaDB JSON columns: LONGTEXT with a CHECK (json_valid(col)) constraint."""
     rows = query(

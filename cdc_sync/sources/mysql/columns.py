@@ -72,8 +72,12 @@ class ColumnSpec:
         return _TYPE_NAMES.get(self.type, f"binlog type {self.type}")
 
 
-def specs_from_table_map(event: Any, json_columns: Collection[str]) -> tuple[ColumnSpec, ...]:
-    """ColumnSpecs from a parsed TableMapEvent (binlog_row_metadata=FULL required)."""
+def specs_from_table_map(
+    event: Any, json_columns: Collection[str], tinyint1: Collection[str] = ()
+) -> tuple[ColumnSpec, ...]:
+    """ColumnSpecs from a parsed TableMapEvent (binlog_row_metadata=FULL required).
+    ``json_columns`` (MariaDB JSON) and ``tinyint1`` (TINYINT(1)) come from the catalog:
+    the table map cannot tell them."""
     table = TableId(event.schema, event.table)
     meta = event.optional_metadata
     if not meta.column_name_list:
@@ -105,6 +109,7 @@ def specs_from_table_map(event: Any, json_columns: Collection[str]) -> tuple[Col
                 labels=labels,
                 charset=_charset(c),
                 is_json=t == BLOB and c.name in json_columns,
+                display_width=1 if t == TINY and c.name in tinyint1 else 0,
             )
         )
     return tuple(out)

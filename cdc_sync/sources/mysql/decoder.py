@@ -93,6 +93,7 @@ class BinlogDecoder:
         *,
         marker: TableId | None = None,
         skip_origins: frozenset[str] = frozenset(),
+        tinyint1_columns: Callable[[TableId], set[str]] | None = None,
     ) -> None:
         self._tables = frozenset(tables)  # the tables whose rows are emitted
         self._marker, self._skip_origins = marker, skip_origins
@@ -106,6 +107,8 @@ class BinlogDecoder:
         self._versions: dict[int, _TableVersion] = {}  # id(table_obj) -> version
         self._latest: dict[TableId, TableSchema] = {}
         self._json: dict[TableId, tuple[tuple[str, ...], set[str]]] = {}
+        self._tinyint1_columns = tinyint1_columns
+        self._tiny: dict[TableId, tuple[tuple[str, ...], set[str]]] = {}
         self._tx: _Tx | None = None
         self._last_empty = 0.0
         self._when_ts, self._when = -1, _EPOCH
@@ -252,7 +255,7 @@ class BinlogDecoder:
         table = TableId(tm.schema, tm.table)
         if table == self._marker:
             return self._marker_version(tm, table)
-        specs = specs_from_table_map(tm, self._json_for(table, tm))
+        specs = specs_from_table_map(tm, self._json_for(table, tm), self._tiny_for(table, tm))
         schema = build_schema(table, specs, key_from_table_map(tm))
         old = self._latest.get(table)
         if old is not None and old == schema:
@@ -288,6 +291,17 @@ class BinlogDecoder:
         known = self._json.get(table)
         if known is None or known[0] != lobs:
             known = self._json[table] = (lobs, self._json_columns(table))
+        return known[1]
+
+    def _tiny_for(self, table: TableId, tm: Any) -> set[str]:
+        """TINYINT(1) columns of a table (a column ADDed mid-stream keeps its width in a
+        MySQL target), asked again only when its TINYINT columns change."""
+        tinies = tuple(c.name for c in tm.columns if c.type == 1)
+        if not tinies or self._tinyint1_columns is None:
+            return set()
+        known = self._tiny.get(table)
+        if known is None or known[0] != tinies:
+            known = self._tiny[table] = (tinies, self._tinyint1_columns(table))
         return known[1]
 
     def _rows(self, ev: Any) -> Iterator[SourceEvent]:

@@ -250,6 +250,12 @@ class MysqlCapture:
         except pymysql.err.MySQLError as e:
             raise classify(e, f"cannot read the JSON columns of {table}") from e
 
+    def _tinyint1_columns(self, table: TableId) -> set[str]:
+        try:
+            return catalog.tinyint1_columns(self._catalog(), table)
+        except pymysql.err.MySQLError as e:
+            raise classify(e, f"cannot read the column types of {table}") from e
+
     def stream(self, resume_after: Position | None) -> Iterator[SourceEvent]:
         resume = _as_binlog(resume_after, "the checkpoint")
         if not self._schemas:
@@ -270,6 +276,7 @@ class MysqlCapture:
         decoder = BinlogDecoder(
             self._captured, start, state, skip_to, self._json_columns,
             marker=self._marker, skip_origins=self._skip_origins,
+            tinyint1_columns=self._tinyint1_columns,
         )  # fmt: skip
         decoder.known_schemas(self._schemas)
         self.close_stream()
