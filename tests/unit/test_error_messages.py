@@ -70,3 +70,16 @@ def test_a_refused_pg_login_is_permanent_other_start_up_failures_are_not(
     assert got is not None and want in got
     for e in side:
         assert isinstance(e, PermanentError) and want in str(e) and "check the user" in str(e)
+
+
+@pytest.mark.parametrize(
+    ("errno", "text", "fix"),
+    [
+        (1045, "Access denied for user 'cdc'@'10.0.0.9' (using password: YES)", "the password"),
+        (1044, "Access denied for user 'cdc'@'%' to database 'hub'", "grant the user"),
+        (1049, "Unknown database 'hubb'", "the database of this DSN"),
+    ],
+)
+def test_a_refused_mysql_login_names_user_and_fix(errno: int, text: str, fix: str) -> None:
+    err = classify_mysql_error(pymysql.err.OperationalError(errno, text), "target")
+    assert isinstance(err, PermanentError) and text in str(err) and fix in str(err)

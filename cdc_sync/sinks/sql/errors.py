@@ -170,8 +170,12 @@ def classify_mysql_error(err: pymysql.MySQLError, where: str) -> CdcSyncError:
         # Login refusals name the user, host and database, never the password ("Access
         # denied for user 'x'@'h' (using password: YES)"), and are a setting to fix.
         text = str(err.args[1]).splitlines()[0][:300] if len(err.args) > 1 else ""
-        return PermanentError(f"{where}: {text or type(err).__name__} (MySQL error {errno}); "
-                              f"{LOGIN_FIX}")  # fmt: skip
+        fix = (
+            "grant the user its privileges on that database, or fix the DSN's database"
+            if errno == 1044
+            else LOGIN_FIX
+        )
+        return PermanentError(f"{where}: {text or type(err).__name__} (MySQL error {errno}); {fix}")
     msg = f"{where}: {what}{hint or type(err).__name__} (MySQL error {errno})"
     if not errno or errno in MYSQL_TRANSIENT or 2000 <= errno < 3000:
         # No number (0: connection closed) or a client-side 2xxx: the connection failed.
