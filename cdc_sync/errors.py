@@ -116,3 +116,16 @@ def pg_login_refusal(exc: BaseException) -> str | None:
     if found is None:
         return None
     return (found.group(1) or found.group(2))[:300]
+
+
+def refused_setting(exc: BaseException, where: str) -> PermanentError | None:
+    """A connection the server refused for a setting to fix, not for a passing fault: a TLS
+    certificate (any engine) or a PostgreSQL login. Retrying would only hide it; None
+    otherwise (the caller classifies by code)."""
+    refused = tls_refusal(exc)
+    if refused is not None:
+        return PermanentError(f"{where}: {refused}; {TLS_FIX}")
+    login = pg_login_refusal(exc)
+    if login is not None:
+        return PermanentError(f"{where}: the server refused the login: {login}; {LOGIN_FIX}")
+    return None

@@ -7,13 +7,10 @@ import pymysql
 import sqlalchemy.exc
 
 from cdc_sync.errors import (
-    LOGIN_FIX,
-    TLS_FIX,
     CdcSyncError,
     PermanentError,
     TransientError,
-    pg_login_refusal,
-    tls_refusal,
+    refused_setting,
 )
 from cdc_sync.logs import scrub
 from cdc_sync.sinks.sql.errors import classify_mysql_error
@@ -37,15 +34,10 @@ def classify(exc: BaseException, where: str) -> CdcSyncError:
     orig: BaseException = exc
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.orig is not None:
         orig = exc.orig
-    refused = tls_refusal(orig)
+    refused = refused_setting(orig, where)
     if refused is not None:
-        return PermanentError(f"{where}: {scrub(refused)}; {TLS_FIX}")
+        return PermanentError(scrub(str(refused)))
     if isinstance(orig, psycopg.Error):
-        login = pg_login_refusal(orig)
-        if login is not None:
-            return PermanentError(
-                f"{where}: the server refused the login: {scrub(login)}; {LOGIN_FIX}"
-            )
         state = orig.sqlstate or ""
         msg = f"{where}: {_safe_message(orig)}" + (f" (SQLSTATE {state})" if state else "")
         if not state and isinstance(orig, psycopg.OperationalError):

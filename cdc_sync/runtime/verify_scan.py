@@ -86,36 +86,31 @@ class Shaper:
             op, self.source.table, self.source, None, row, self._position, "verify", self._now
         )
 
+    def _target_row(self, row: Row) -> tuple[Row | None, bool]:
+        """(the target-shaped row or None, whether the stream refuses the row: a rule refuses
+        it or the source could not decode it, so it is a dead letter or a stop)."""
+        if type(row) is UnreadableRow:
+            return None, True
+        if self.identity:
+            return row, False
+        try:
+            applied = self.tt.apply(self.record(row))
+        except RuleError:
+            return None, True
+        return (None if applied is None else applied.record.after), False
+
     def shape(self, row: Row) -> tuple[Row | None, Expected]:
         """The target-shaped row (None when filtered out or refused) and what to expect."""
-        if type(row) is UnreadableRow:  # the stream dead-letters it (or stops on it)
-            return None, Expected(None, None, refused=True)
-        if self.identity:
-            out: Row | None = row
-        else:
-            try:
-                applied = self.tt.apply(self.record(row))
-            except RuleError:
-                return None, Expected(None, None, refused=True)
-            if applied is None:
-                return None, Expected(None, None)
-            out = applied.record.after
-        assert out is not None
+        out, refused = self._target_row(row)
+        if out is None:
+            return None, Expected(None, None, refused=refused)
         key = tuple(out[i] for i in self.target.key_indexes)
         return out, Expected(key, self.digest(out))
 
     def output(self, row: Row) -> Row | None:
         """The target-shaped row, None when filtered out or refused (no ChangeRecord is
         built when the table has no rules)."""
-        if type(row) is UnreadableRow:
-            return None
-        if self.identity:
-            return row
-        try:
-            applied = self.tt.apply(self.record(row))
-        except RuleError:
-            return None
-        return None if applied is None else applied.record.after
+        return self._target_row(row)[0]
 
     def outputs(self, rows: list[Row]) -> list[Row]:
         """The target-shaped rows expected from ``rows`` (fewer when some are not)."""

@@ -10,13 +10,11 @@ import sqlalchemy.exc
 
 from cdc_sync.errors import (
     LOGIN_FIX,
-    TLS_FIX,
     CdcSyncError,
     PermanentError,
     RowLevelError,
     TransientError,
-    pg_login_refusal,
-    tls_refusal,
+    refused_setting,
 )
 
 
@@ -157,9 +155,9 @@ def classify_mysql_error(err: pymysql.MySQLError, where: str) -> CdcSyncError:
     """By error number only: PyMySQL's message text can carry values ("Duplicate entry
     'jane@example.com' for key …", "Incorrect datetime value: '2100-…'"), so the message we
     build holds the number, the class name and at most a column name."""
-    refused = tls_refusal(err)
+    refused = refused_setting(err, where)
     if refused is not None:
-        return PermanentError(f"{where}: {refused}; {TLS_FIX}")
+        return refused
     errno = mysql_errno(err)
     column = mysql_column(err)
     what = f"column {column!r}: " if column else ""
@@ -237,12 +235,9 @@ def classify_db_error(
     state = orig.sqlstate or ""
     msg = f"{where}: {_primary_message(orig)}" + (f" (SQLSTATE {state})" if state else "")
     if not state:
-        refused = tls_refusal(orig)
+        refused = refused_setting(orig, where)
         if refused is not None:
-            return PermanentError(f"{where}: {refused}; {TLS_FIX}")
-        login = pg_login_refusal(orig)
-        if login is not None:
-            return PermanentError(f"{where}: the server refused the login: {login}; {LOGIN_FIX}")
+            return refused
         # libpq-level failure without a server answer (connection refused/reset/timeout).
         if isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError):
             return TransientError(msg)

@@ -97,12 +97,10 @@ class MySqlTableMaker:
     def __init__(self, create_tables: bool) -> None:
         self.types = MySqlTypes()
         self.create_tables = create_tables
-        # (column, old type, new type) of the existing columns the last plan alters
-        self._widening: list[tuple[str, str, str]] = []
 
     def ensure(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
         was_open = conn.in_transaction()
-        ddl = self.plan(conn, schema, target)
+        ddl, widening = self._plan(conn, schema, target)
         if not ddl:
             return
         if was_open:
@@ -117,12 +115,18 @@ class MySqlTableMaker:
         for statement in ddl:
             conn.exec_driver_sql(statement)
         conn.commit()  # DDL has committed already; this realigns SQLAlchemy's state
-        for column, was, now in self._widening:
+        for column, was, now in widening:
             widened(target, column, was, now)
 
     def plan(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> list[str]:
         """The DDL statements ``target`` needs ([] when none); PermanentError on conflicts."""
-        self._widening = []
+        return self._plan(conn, schema, target)[0]
+
+    def _plan(
+        self, conn: sa.Connection, schema: TableSchema, target: TableId
+    ) -> tuple[list[str], list[tuple[str, str, str]]]:
+        """``plan``'s statements, and (column, old type, new type) of each existing column
+        they alter (logged once the DDL has run)."""
         where = {"s": target.schema, "t": target.name}
         existing = {
             name: _Existing(str(dt).lower(), str(ct), nullable == "YES")
@@ -140,10 +144,11 @@ class MySqlTableMaker:
                     f"CREATE DATABASE IF NOT EXISTS {quote_mysql(target.schema)} "
                     "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
                 )
-            return [*out, self._create(conn, schema, target)]
+            return [*out, self._create(conn, schema, target)], []
         self._check_key(conn, schema, target)
         keys = key_budgets(schema)
         alter: list[str] = []
+        widening: list[tuple[str, str, str]] = []
         for col in schema.columns:
             have = existing.get(col.name)
             spec = self._spec(col, target, keys.get(col.name))
@@ -153,8 +158,10 @@ class MySqlTableMaker:
                 alter.append(f"ADD COLUMN {quote_mysql(col.name)} {spec} NULL")
             elif (change := self._reconcile(col, have, spec, target)) is not None:
                 alter.append(change)
-                self._widening.append((col.name, have.column_type, spec))
-        return [f"ALTER TABLE {qualified_mysql(target)} " + ", ".join(alter)] if alter else []
+                widening.append((col.name, have.column_type, spec))
+        if not alter:
+            return [], []
+        return [f"ALTER TABLE {qualified_mysql(target)} " + ", ".join(alter)], widening
 
     def _spec(self, col: Column, target: TableId, key: int | None) -> str:
         ct = self.types.column_type(col.type, target, col.name, key=key)

@@ -255,7 +255,9 @@ class BinlogDecoder:
         table = TableId(tm.schema, tm.table)
         if table == self._marker:
             return self._marker_version(tm, table)
-        specs = specs_from_table_map(tm, self._json_for(table, tm), self._tiny_for(table, tm))
+        json = self._asked(table, tm, 252, self._json_columns, self._json)
+        tiny = self._asked(table, tm, 1, self._tinyint1_columns, self._tiny)
+        specs = specs_from_table_map(tm, json, tiny)
         schema = build_schema(table, specs, key_from_table_map(tm))
         old = self._latest.get(table)
         if old is not None and old == schema:
@@ -283,26 +285,24 @@ class BinlogDecoder:
         )
         return v
 
-    def _json_for(self, table: TableId, tm: Any) -> set[str]:
-        """MariaDB JSON columns of a table, asked again only when its LONGTEXT columns change."""
-        lobs = tuple(c.name for c in tm.columns if c.type == 252)
-        if not lobs:
+    def _asked(
+        self,
+        table: TableId,
+        tm: Any,
+        code: int,
+        ask: Callable[[TableId], set[str]] | None,
+        known: dict[TableId, tuple[tuple[str, ...], set[str]]],
+    ) -> set[str]:
+        """What the table map cannot tell about a table's columns of binlog type ``code``
+        (MariaDB JSON among LONGTEXT: 252; TINYINT(1) among TINY: 1), from the catalog:
+        asked again only when those columns change (an ALTER), not per table map."""
+        names = tuple(c.name for c in tm.columns if c.type == code)
+        if not names or ask is None:
             return set()
-        known = self._json.get(table)
-        if known is None or known[0] != lobs:
-            known = self._json[table] = (lobs, self._json_columns(table))
-        return known[1]
-
-    def _tiny_for(self, table: TableId, tm: Any) -> set[str]:
-        """TINYINT(1) columns of a table (a column ADDed mid-stream keeps its width in a
-        MySQL target), asked again only when its TINYINT columns change."""
-        tinies = tuple(c.name for c in tm.columns if c.type == 1)
-        if not tinies or self._tinyint1_columns is None:
-            return set()
-        known = self._tiny.get(table)
-        if known is None or known[0] != tinies:
-            known = self._tiny[table] = (tinies, self._tinyint1_columns(table))
-        return known[1]
+        got = known.get(table)
+        if got is None or got[0] != names:
+            got = known[table] = (names, ask(table))
+        return got[1]
 
     def _rows(self, ev: Any) -> Iterator[SourceEvent]:
         bitmap2 = ev.columns_present_bitmap2 if type(ev) is UpdateRows else None

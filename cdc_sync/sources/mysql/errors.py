@@ -6,11 +6,10 @@ import pymysql
 
 from cdc_sync.errors import (
     LOGIN_FIX,
-    TLS_FIX,
     CdcSyncError,
     PermanentError,
     TransientError,
-    tls_refusal,
+    refused_setting,
 )
 
 # Heal by themselves: connection refused / lost / gone away, server shutting down, too many
@@ -47,9 +46,9 @@ def classify(err: BaseException, where: str) -> CdcSyncError:
     """Transient or permanent, with a message holding neither secrets nor row values."""
     if isinstance(err, CdcSyncError):
         return err
-    refused = tls_refusal(err)
+    refused = refused_setting(err, where)
     if refused is not None:
-        return PermanentError(f"{where}: {refused}; {TLS_FIX}")
+        return refused
     code = error_code(err)
     text = f"{where}: {_server_message(err)}"
     if code is not None:

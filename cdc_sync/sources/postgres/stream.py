@@ -12,13 +12,10 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from cdc_sync.errors import (
-    LOGIN_FIX,
-    TLS_FIX,
     CdcSyncError,
     PermanentError,
     TransientError,
-    pg_login_refusal,
-    tls_refusal,
+    refused_setting,
 )
 from cdc_sync.sources.postgres.liveness import WatchedConnection
 from cdc_sync.sources.postgres.values import SESSION_SETTINGS
@@ -42,12 +39,9 @@ _TRANSIENT = ("08", "53", "57P", "58", "55006", "40001", "40P01")
 
 def classify(err: psycopg.Error, where: str) -> CdcSyncError:
     """Transient or permanent, with a message holding neither DSN secrets nor row values."""
-    refused = tls_refusal(err)
+    refused = refused_setting(err, where)
     if refused is not None:
-        return PermanentError(f"{where}: {refused}; {TLS_FIX}")
-    login = pg_login_refusal(err)
-    if login is not None:
-        return PermanentError(f"{where}: the server refused the login: {login}; {LOGIN_FIX}")
+        return refused
     state = err.sqlstate or ""
     primary = err.diag.message_primary if err.diag else None
     # Only the primary message: DETAIL can carry row values; str(err) has no password.
