@@ -24,6 +24,7 @@ from cdc_sync.records import (
     UnreadableRow,
 )
 from cdc_sync.sources.mysql.errors import classify
+from cdc_sync.sources.mysql.rows import zero_date
 
 CHUNK = 500
 """Keys per statement: one UNION ALL branch each (a few hundred KB of SQL at most)."""
@@ -181,12 +182,7 @@ def decode_row(
             out.append(None)
             if problem is None:
                 col = schema.columns[i]
-                problem = RowProblem(
-                    col.name,
-                    f"table {table}: column {col.name!r} ({col.type.source_name}) holds a "
-                    "zero or partial-zero date, which has no exact value outside MySQL; fix "
-                    "the row at the source (a real date or NULL) or exclude the table",
-                )
+                problem = zero_date(table, col.name, col.type.source_name)
         except (ValueError, TypeError, struct.error, UnicodeDecodeError) as e:
             col = schema.columns[i]
             raise RowLevelError(

@@ -44,6 +44,17 @@ class ZeroDateError(ValueError):
         self.end = end
 
 
+def zero_date(table: TableId, column: str, type_name: str) -> RowProblem:
+    """A row's refusal for a zero or partial-zero date (the binlog decoder and the query
+    reads say the same): table, column and type, never the value."""
+    return RowProblem(
+        column,
+        f"table {table}: column {column!r} ({type_name}) holds a zero or partial-zero date, "
+        "which has no exact value outside MySQL; fix the row at the source (a real date or "
+        "NULL) or exclude the table",
+    )
+
+
 def _fixed(st: struct.Struct) -> Reader:
     unpack, size = st.unpack_from, st.size
 
@@ -353,12 +364,7 @@ class RowDecoder:
                     raise self._undecodable(s, e) from None
                 v, o = None, e.end
                 if index not in self.problems:  # the row's first such column names it
-                    self.problems[index] = RowProblem(
-                        s.name,
-                        f"table {self.table}: column {s.name!r} ({s.type_name()}) holds a zero "
-                        "or partial-zero date, which has no exact value outside MySQL; fix the "
-                        "row at the source (a real date or NULL) or exclude the table",
-                    )
+                    self.problems[index] = zero_date(self.table, s.name, s.type_name())
             except (UnicodeDecodeError, ValueError, IndexError) as e:
                 raise self._undecodable(self.specs[i], e) from None
             append(v)

@@ -22,7 +22,7 @@ from cdc_sync.records import (
     TxCommit,
 )
 from cdc_sync.sources.postgres.types import TypeResolver
-from cdc_sync.sources.postgres.values import Converter, describe_unrepresentable
+from cdc_sync.sources.postgres.values import Converter, unrepresentable
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -283,13 +283,7 @@ class PgOutputDecoder:
                 except (ValueError, ArithmeticError):  # UnicodeDecodeError is a ValueError
                     out.append(None)
                     if self._problem is None:
-                        # Name table, column and type, never the value (PII).
-                        col = rel.schema.columns[i]
-                        self._problem = RowProblem(
-                            col.name,
-                            f"table {rel.table}: column {col.name!r} ({col.type.source_name}): "
-                            f"{describe_unrepresentable(col.type)}",
-                        )
+                        self._problem = unrepresentable(rel.table, rel.schema.columns[i])
                 pos = end
             elif kind in (_N, _U):
                 out.append(None if kind == _N else UNCHANGED)

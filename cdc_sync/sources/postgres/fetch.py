@@ -17,7 +17,7 @@ from cdc_sync.sources.postgres.values import (
     SESSION_SETTINGS,
     Converter,
     converter_for,
-    describe_unrepresentable,
+    unrepresentable,
 )
 
 CHUNK = 500
@@ -114,13 +114,7 @@ def decode_row(
         except (ValueError, ArithmeticError):
             out.append(None)
             if problem is None:
-                # The decoder's message: table, column and type, never the value (PII).
-                col = columns[j]
-                problem = RowProblem(
-                    col.name,
-                    f"table {table}: column {col.name!r} ({col.type.source_name}): "
-                    f"{describe_unrepresentable(col.type)}",
-                )
+                problem = unrepresentable(table, columns[j])
     return tuple(out) if problem is None else UnreadableRow(out, problem)
 
 

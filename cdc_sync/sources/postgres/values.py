@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 
-from cdc_sync.records import ColumnType, Interval, JsonText, Kind
+from cdc_sync.records import Column, ColumnType, Interval, JsonText, Kind, RowProblem, TableId
 
 Converter = Callable[[str], object]
 """Text output form → canonical value. ``None`` in a converter tuple means "keep the str"."""
@@ -198,3 +198,13 @@ def describe_unrepresentable(ctype: ColumnType) -> str:
     if ctype.kind is Kind.TIME:
         return "24:00:00 cannot be represented"
     return "the value could not be parsed"
+
+
+def unrepresentable(table: TableId, col: Column) -> RowProblem:
+    """A row's refusal for a value of ``col`` with no canonical value (the stream decoder and
+    the query reads say the same): table, column and type, never the value (PII)."""
+    return RowProblem(
+        col.name,
+        f"table {table}: column {col.name!r} ({col.type.source_name}): "
+        f"{describe_unrepresentable(col.type)}",
+    )
