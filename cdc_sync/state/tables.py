@@ -24,6 +24,16 @@ ALEMBIC_VERSION_TABLE = "cdc_sync_alembic_version"
 # free text is TEXT, and JSON is JSONB on PostgreSQL and the generic JSON type elsewhere.
 _NAME = sa.String(255)
 _PIPELINE = sa.String(100)
+# The audit's indexed key text: compared byte for byte. On PostgreSQL the "C" collation keeps
+# equality as it is (deterministic collations compare bytes for equality anyway) but makes
+# each index insert a memcmp instead of a linguistic comparison (measured: 125k audit rows
+# 0.55 s against 0.75 s under an ICU collation) and lets `pk LIKE 'prefix%'` use the index.
+_KEY_TEXT = sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")
+_NAME_C = _NAME.with_variant(postgresql.VARCHAR(255, collation="C"), "postgresql")
+# MySQL / MariaDB: every state table holds any Unicode text and compares it exactly, whatever
+# the database's default (often latin1 or a case-insensitive collation, where a non-Latin-1
+# key stopped the pipeline and 'ABC' matched 'abc'); see migration 0007.
+_MY_CHARSET, _MY_COLLATE = "utf8mb4", "utf8mb4_bin"
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -73,6 +83,8 @@ def _build(schema: str | None) -> sa.MetaData:
         # Identity of the source server (PG system identifier, MySQL server_uuid) so that a
         # replaced source whose positions mean something else can be detected.
         sa.Column("source_id", sa.Text, nullable=True),
+        mysql_charset=_MY_CHARSET,
+        mysql_collate=_MY_COLLATE,
     )
     sa.Table(
         AUDIT,
@@ -80,11 +92,11 @@ def _build(schema: str | None) -> sa.MetaData:
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True, autoincrement=True),
         sa.Column("pipeline", _PIPELINE, nullable=False),
         # Transaction-level rows (op 'transaction') have no single table or key.
-        sa.Column("source_table", _NAME, nullable=True),
-        sa.Column("target_table", _NAME, nullable=True),
+        sa.Column("source_table", _NAME_C, nullable=True),
+        sa.Column("target_table", _NAME_C, nullable=True),
         sa.Column("op", sa.String(16), nullable=False),
         # Key values only, as a JSON object in key order; never other row values (PII).
-        sa.Column("pk", sa.Text, nullable=True),
+        sa.Column("pk", _KEY_TEXT, nullable=True),
         sa.Column("source_position", sa.Text, nullable=True),
         sa.Column("source_tx", sa.Text, nullable=True),
         sa.Column("committed_at", _TS, nullable=True),
@@ -93,6 +105,8 @@ def _build(schema: str | None) -> sa.MetaData:
         sa.Column("detail", _JSON_DETAIL, nullable=True),
         sa.Index("ix_cdc_sync_audit_applied_at", "applied_at", postgresql_using="brin"),
         sa.Index("ix_cdc_sync_audit_table_pk", "target_table", "pk", mysql_length={"pk": 255}),
+        mysql_charset=_MY_CHARSET,
+        mysql_collate=_MY_COLLATE,
     )
     sa.Table(
         DEAD_LETTERS,
@@ -124,6 +138,8 @@ def _build(schema: str | None) -> sa.MetaData:
         sa.Column("resolved_at", _TS, nullable=True),
         sa.Column("resolved_by", sa.Text, nullable=True),
         sa.Index("ix_cdc_sync_dead_letters_open", "pipeline", "status", "source_table"),
+        mysql_charset=_MY_CHARSET,
+        mysql_collate=_MY_COLLATE,
     )
     sa.Table(
         SNAPSHOTS,
@@ -147,6 +163,8 @@ def _build(schema: str | None) -> sa.MetaData:
         sa.Column("finished_at", _TS, nullable=True),
         sa.Column("detail", sa.Text, nullable=True),  # why it failed; never a row value
         sa.Index("ix_cdc_sync_snapshots_pipeline", "pipeline", "status"),
+        mysql_charset=_MY_CHARSET,
+        mysql_collate=_MY_COLLATE,
     )
     sa.Table(
         VERIFY_RUNS,
@@ -164,6 +182,8 @@ def _build(schema: str | None) -> sa.MetaData:
         sa.Column("repaired", sa.BigInteger, nullable=False, server_default=sa.text("0")),
         sa.Column("detail", _JSON_DETAIL, nullable=True),  # per table counts; no row values
         sa.Index("ix_cdc_sync_verify_runs_pipeline", "pipeline", "started_at"),
+        mysql_charset=_MY_CHARSET,
+        mysql_collate=_MY_COLLATE,
     )
     sa.Table(
         CONFLICTS,
@@ -194,6 +214,8 @@ def _build(schema: str | None) -> sa.MetaData:
         sa.Column("detected_at", _TS, nullable=False),
         sa.Index("ix_cdc_sync_conflicts_pipeline", "pipeline", "detected_at"),
         sa.Index("ix_cdc_sync_conflicts_table", "target_table", "detected_at"),
+        mysql_charset=_MY_CHARSET,
+        mysql_collate=_MY_COLLATE,
     )
     sa.Table(
         ROW_CLOCK,
@@ -210,6 +232,8 @@ def _build(schema: str | None) -> sa.MetaData:
         sa.Column("local_time", _TS, nullable=True),
         sa.Column("local_position", _NAME, nullable=True),
         sa.Column("updated_at", _TS, nullable=False),
+        mysql_charset=_MY_CHARSET,
+        mysql_collate=_MY_COLLATE,
     )
     return metadata
 

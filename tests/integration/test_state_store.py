@@ -334,3 +334,51 @@ def test_migrations_build_exactly_the_model(target_dsn: str) -> None:
     finally:
         eng.dispose()
     assert diff == []
+
+
+def test_upgrade_to_exact_text_keeps_audit_rows_and_their_index(target_dsn: str) -> None:
+    """0007 gives the audit's key columns the "C" collation in place: rows kept, index used."""
+    from alembic import command  # noqa: PLC0415
+
+    from cdc_sync.state.migrate import alembic_config  # noqa: PLC0415
+
+    eng = sa.create_engine(target_dsn.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with eng.connect() as conn:
+            command.upgrade(alembic_config(conn), "0006_drop_corrections")
+            conn.execute(
+                sa.text(
+                    "INSERT INTO cdc_sync_audit (pipeline, target_table, op, pk, outcome) "
+                    "SELECT 'p', 'public.items', 'insert', '{\"id\":' || i || '}', 'applied' "
+                    "FROM generate_series(1, 1000) i"
+                )
+            )
+            conn.commit()
+            upgrade(conn)
+            conn.commit()
+            colls = dict(
+                conn.execute(
+                    sa.text(
+                        "SELECT column_name, collation_name FROM information_schema.columns "
+                        "WHERE table_name = 'cdc_sync_audit' AND collation_name IS NOT NULL"
+                    )
+                ).all()
+            )
+            conn.execute(sa.text("SET enable_seqscan = off"))
+            plan = "\n".join(
+                conn.execute(
+                    sa.text(
+                        "EXPLAIN SELECT * FROM cdc_sync_audit WHERE target_table = 'public.items' "
+                        "AND pk LIKE :prefix"
+                    ),
+                    {"prefix": '{"id":99%'},
+                ).scalars()
+            )
+            n = conn.execute(sa.text("SELECT count(*) FROM cdc_sync_audit")).scalar()
+    finally:
+        eng.dispose()
+    assert n == 1000
+    assert {c: colls.get(c) for c in ("source_table", "target_table", "pk")} == dict.fromkeys(
+        ("source_table", "target_table", "pk"), "C"
+    )
+    assert "ix_cdc_sync_audit_table_pk" in plan  # a prefix search can use the key index
