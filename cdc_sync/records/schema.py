@@ -54,7 +54,7 @@ class Kind(enum.Enum):
     UUID = "uuid"  # uuid.UUID
     JSON = "json"  # records.values.JsonText (text exactly as stored)
     JSONB = "jsonb"  # records.values.JsonText
-    BYTES = "bytes"  # bytes
+    BYTES = "bytes"  # bytes (ColumnType.fixed: MySQL BINARY(n), exactly `length` bytes)
     ENUM = "enum"  # str (labels in ColumnType.enum_labels)
     SET = "set"  # str, members comma-joined in label order as MySQL shows them (enum_labels)
     YEAR = "year"  # int (MySQL YEAR; smallint in PostgreSQL)
@@ -77,6 +77,9 @@ class ColumnType:
     enum_name: str | None = None
     enum_labels: tuple[str, ...] = ()
     unsigned: bool = False  # MySQL UNSIGNED integer kinds (PG widens to the next kind)
+    # BYTES of exactly ``length`` bytes (MySQL BINARY(n), zero-padded; never set by
+    # PostgreSQL): compared, since BINARY(n) -> VARBINARY(n) changes what the column holds.
+    fixed: bool = False
     source_name: str = field(default="", compare=False)
     # MySQL TINYINT(1), the BOOLEAN idiom clients read as true / false: known from the
     # catalog only (the binlog's table map has no display width), so not compared; it never

@@ -139,7 +139,14 @@ SPEC: list[tuple[str, ColumnType, object, str, object]] = [
         '{"b": 1,   "a": [1, 2.50]}',
     ),
     ("by", ColumnType(Kind.BYTES), b"\x00\xff\x00\x10", "longblob", b"\x00\xff\x00\x10"),
-    ("bin", ColumnType(Kind.BYTES, length=4), b"\x00\x00ab", "varbinary(4)", b"\x00\x00ab"),
+    ("vbin", ColumnType(Kind.BYTES, length=4), b"\x00\x00ab", "varbinary(4)", b"\x00\x00ab"),
+    (
+        "bin",
+        ColumnType(Kind.BYTES, length=4, fixed=True),
+        b"ab\x00\x00",
+        "binary(4)",
+        b"ab\x00\x00",
+    ),
     ("bl", ColumnType(Kind.BYTES, length=65_535), b"\x00b", "blob", b"\x00b"),  # MySQL BLOB
     ("mb", ColumnType(Kind.BYTES, length=16_777_215), b"\x01", "mediumblob", b"\x01"),
     ("u", ColumnType(Kind.UUID), U, "char(36)", str(U).lower()),
@@ -238,6 +245,7 @@ POLICY = [
     ),
     ("dur", ColumnType(Kind.DURATION), timedelta(hours=900), "TIME range"),
     ("frac", ColumnType(Kind.TIME, precision=0), time(1, 2, 3, 500), "fractional"),
+    ("short", ColumnType(Kind.BYTES, length=4, fixed=True), b"ab", "shorter than BINARY(4)"),
 ]
 
 
@@ -266,8 +274,9 @@ def test_values_mysql_would_alter_stop_the_row(
         (ColumnType(Kind.JSON), JsonText('{"secret": '), "v"),
         (ColumnType(Kind.ENUM, enum_name="x", enum_labels=("a",)), "secret", "v"),
         (ColumnType(Kind.DATE), date(1, 1, 1), None),
+        (ColumnType(Kind.BYTES, length=4, fixed=True), b"toolong-secret", "v"),
     ],
-    ids=["too-long", "bad-json", "bad-enum", "date-range"],
+    ids=["too-long", "bad-json", "bad-enum", "date-range", "binary-too-long"],
 )
 def test_server_data_errors_are_row_level_without_values(
     engine: sa.Engine, my_target_dsn: str, ct: ColumnType, value: object, column: str | None
@@ -322,6 +331,52 @@ def test_existing_table_is_widened_and_checked(engine: sa.Engine, my_target_dsn:
     bad = TableSchema(T, (base[0], Column("a", ColumnType(Kind.INTEGER))), ("id",))
     with engine.connect() as conn, pytest.raises(PermanentError, match=r"grow: column 'a'"):
         sink.ensure_table(conn, bad, target)
+
+
+def _bin(n: int, fixed: bool = True) -> TableSchema:
+    cols = (
+        Column("id", ColumnType(Kind.INTEGER), False),
+        Column("b", ColumnType(Kind.BYTES, length=n, fixed=fixed)),
+    )
+    return TableSchema(T, cols, ("id",))
+
+
+def test_existing_binary_columns_are_kept_widened_or_refused(
+    engine: sa.Engine, my_target_dsn: str
+) -> None:
+    """BINARY(n) read back from information_schema is the source's type: no DDL. A
+    VARBINARY(n) made by an earlier version holds the same bytes: kept. A source that widens
+    BINARY(4) to BINARY(8) padded its rows; MODIFY pads the target's alike."""
+    db = db_of(my_target_dsn)
+    sink = SqlSink()
+    with engine.connect() as conn:
+        conn.exec_driver_sql("CREATE TABLE old_vb (id int PRIMARY KEY, b varbinary(4))")
+        conn.exec_driver_sql("INSERT INTO old_vb VALUES (1, x'61620000')")
+        conn.commit()
+        sink.ensure_table(conn, _bin(4), TableId(db, "fb"))
+        assert not sink.ddl_would_commit(conn, _bin(4), TableId(db, "fb"))
+        assert not sink.ddl_would_commit(conn, _bin(4), TableId(db, "old_vb"))
+        conn.commit()
+        sink.apply(conn, [(rec(Op.INSERT, (1, b"ab\x00\x00"), _bin(4)), TableId(db, "fb"))])
+        conn.commit()
+        with pytest.raises(PermanentError, match=r"column 'b' has type binary\(4\)"):
+            sink.ensure_table(conn, _bin(2), TableId(db, "fb"))  # would pad b'ab' to 4
+        conn.rollback()
+        sink.ensure_table(conn, _bin(8), TableId(db, "fb"))
+        sink.ensure_table(conn, _bin(8), TableId(db, "old_vb"))
+        sink.ensure_table(conn, _bin(8, fixed=False), TableId(db, "fb"))
+    types = read(
+        my_target_dsn,
+        "SELECT TABLE_NAME, COLUMN_TYPE FROM information_schema.COLUMNS "
+        f"WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME IN ('fb', 'old_vb') AND COLUMN_NAME = 'b' "
+        "ORDER BY TABLE_NAME",
+    )
+    assert types == [("fb", "varbinary(8)"), ("old_vb", "binary(8)")]
+    pad = b"ab" + bytes(6)
+    assert read(my_target_dsn, "SELECT b FROM fb UNION ALL SELECT b FROM old_vb") == [
+        (pad,),
+        (pad,),
+    ]
 
 
 def test_missing_database_is_created_and_key_columns_get_bounded_types(

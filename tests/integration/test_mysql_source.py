@@ -91,6 +91,7 @@ def test_types_insert_update_delete(my_source_server: MyServer, my_source_dsn: s
         assert kinds["ts"].kind is Kind.TIMESTAMPTZ and kinds["tm"].kind is Kind.DURATION
         assert kinds["e"].enum_name == "t_e" and kinds["e"].enum_labels == ("small", "large")
         assert kinds["j"].kind is Kind.JSONB and kinds["b"].length == 10
+        assert kinds["bn"].fixed and kinds["bn"].length == 4 and not kinds["vb"].fixed
         assert schema.key == ("id",)
         events = src.stream(None)
         collect(events, lambda evs: isinstance(evs[-1], Heartbeat))

@@ -59,6 +59,24 @@ _RANKS = {
     "tinyblob": 20, "blob": 21, "mediumblob": 22, "longblob": 23,
 }  # fmt: skip
 _SIZED = re.compile(r"^([a-z]+)(?:\((\d+)(?:,(\d+))?\))?( unsigned)?$")
+_BYTE_STRINGS = ("binary", "varbinary")
+
+
+def _holds_bytes(big: str, m: int, small: str, n: int) -> bool:
+    """VARBINARY(m) holds any n <= m bytes; BINARY(m) pads a shorter value with zero bytes,
+    so it holds exactly only values of its own length: those of BINARY(m) itself."""
+    if big == "varbinary":
+        return m >= n
+    return small == "binary" and m == n
+
+
+def _pads(want: str, got: str) -> bool:
+    """True when the source widened to BINARY(m) from a shorter (VAR)BINARY(n): its ALTER
+    padded its rows with zero bytes to m, and a MODIFY pads the target's rows alike."""
+    a, b = _SIZED.match(want), _SIZED.match(got)
+    if a is None or b is None or a.group(1) != "binary" or b.group(1) not in _BYTE_STRINGS:
+        return False
+    return int(a.group(2) or 0) > int(b.group(2) or 0)
 
 
 def _holds(big: str, small: str) -> bool | None:
@@ -75,12 +93,14 @@ def _holds(big: str, small: str) -> bool | None:
                 return False
             return _RANKS[ta] > _RANKS[tb] or (_RANKS[ta] == _RANKS[tb] and ua == ub)
         return _RANKS[ta] >= _RANKS[tb]
+    if ta in _BYTE_STRINGS and tb in _BYTE_STRINGS:
+        return _holds_bytes(ta, int(a.group(2) or 0), tb, int(b.group(2) or 0))
     if ta != tb or a.group(4) != b.group(4):
         return None
     if ta == "decimal":
         pa, sa_, pb, sb = (int(x or 0) for x in (a.group(2), a.group(3), b.group(2), b.group(3)))
         return pa - sa_ >= pb - sb and sa_ >= sb
-    if ta in ("varchar", "char", "varbinary", "binary", "datetime", "time", "timestamp", "bit"):
+    if ta in ("varchar", "char", "datetime", "time", "timestamp", "bit"):
         return int(a.group(2) or 0) >= int(b.group(2) or 0)
     return None
 
@@ -215,7 +235,7 @@ class MySqlTableMaker:
         holds = _holds(got, want)  # the existing type holds every value of the source's?
         if holds is True:
             return None  # e.g. the source narrowed varchar(40) to varchar(20)
-        if holds is False and _holds(want, got) is True:
+        if holds is False and (_holds(want, got) is True or _pads(want, got)):
             # The source widened (MODIFY varchar(20) -> varchar(40), int -> bigint): rows
             # written after its ALTER would not fit. Every existing value fits the new type.
             return f"MODIFY COLUMN {quote_mysql(col.name)} {spec} {null}"

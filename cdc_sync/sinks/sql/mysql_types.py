@@ -15,6 +15,7 @@ MAX_PRECISION, MAX_SCALE = 65, 30
 # Key columns: InnoDB indexes at most 3072 bytes, i.e. 768 utf8mb4 characters.
 KEY_CHARS, KEY_BYTES = 768, 3072
 _CHAR_MAX, _VARCHAR_MAX, _VARBINARY_MAX = 255, 16_383, 65_532
+_BINARY_MAX = 255
 _DEFAULT_FSP = 6  # PostgreSQL keeps microseconds by default; MySQL's default would be 0
 
 _INTS: dict[Kind, type[mysql.types._IntegerType]] = {
@@ -84,6 +85,10 @@ class MySqlTypes:
             return _string(ct, key)
         if k is Kind.BYTES:
             n = ct.length
+            # A MySQL source's BINARY(n) stays BINARY(n). BINARY(0) as VARBINARY(0): both hold
+            # only b'', and SQLAlchemy spells BINARY(0) as BINARY, which MySQL reads BINARY(1).
+            if ct.fixed and n and n <= _BINARY_MAX:
+                return mysql.BINARY(n)
             if key is not None:
                 return mysql.VARBINARY(min(n or key, key))
             if n is not None and n <= _VARBINARY_MAX:

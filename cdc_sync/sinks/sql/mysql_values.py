@@ -53,6 +53,20 @@ def _bytes(v: bytes) -> str:
     return "x'" + bytes(v).hex() + "'"
 
 
+def _fixed_bytes(ct: ColumnType) -> Literal:
+    n = ct.length or 0
+
+    def lit(v: bytes) -> str:
+        # BINARY(n) pads a shorter value with zero bytes silently (a MySQL source's BINARY
+        # values always have n bytes; a custom function's may not). A longer one the server
+        # refuses (1406, strict mode), as for VARBINARY(n).
+        if len(v) < n:
+            raise Refused(f"shorter than BINARY({n}), which would pad it with zero bytes")
+        return _bytes(v)
+
+    return lit
+
+
 def _bit(v: str) -> str:
     if not v or v.strip("01"):
         raise Refused("not a bit string")
@@ -181,6 +195,8 @@ _PARAMETRISED: dict[Kind, Callable[[ColumnType], Literal]] = {
 
 def literal_for(ct: ColumnType) -> Literal:
     """The literal function of one column, chosen once per schema."""
+    if ct.fixed and ct.kind is Kind.BYTES:
+        return _fixed_bytes(ct)
     simple = _SIMPLE.get(ct.kind)
     if simple is not None:
         return simple

@@ -152,8 +152,11 @@ def column_type(table: TableId, spec: ColumnSpec) -> ColumnType:
         return ColumnType(Kind.DOUBLE, source_name="double")
     if t in (VARCHAR, STRING):
         if spec.binary:
-            name = f"{'varbinary' if t == VARCHAR else 'binary'}({spec.max_length})"
-            return ColumnType(Kind.BYTES, length=spec.max_length, source_name=name)
+            # BINARY(n) is STRING in the table map and in the catalog's ColumnSpec alike, so
+            # the stream and the snapshot agree on ``fixed``.
+            fixed = t == STRING
+            name = f"{'binary' if fixed else 'varbinary'}({spec.max_length})"
+            return ColumnType(Kind.BYTES, length=spec.max_length, fixed=fixed, source_name=name)
         kind, n = (Kind.VARCHAR if t == VARCHAR else Kind.CHAR), _chars(spec)
         return ColumnType(kind, length=n, source_name=f"{kind.value}({n})")
     if t == BLOB:
