@@ -81,6 +81,10 @@ class ColumnType:
     # PostgreSQL): compared, since BINARY(n) -> VARBINARY(n) changes what the column holds.
     fixed: bool = False
     source_name: str = field(default="", compare=False)
+    # MySQL source text columns: their collation, i.e. which values the source holds as one
+    # key ('ABC' = 'abc' under *_ci). None: compared byte for byte (PostgreSQL). Read by the
+    # target's key check only; not compared, so the binlog and the catalog need not agree.
+    collation: str | None = field(default=None, compare=False)
     # MySQL TINYINT(1), the BOOLEAN idiom clients read as true / false: known from the
     # catalog only (the binlog's table map has no display width), so not compared; it never
     # changes which values the column holds.

@@ -35,6 +35,15 @@ _UNIQUE_KEYS = sa.text(
     """
 )
 
+# Key columns whose collation is nondeterministic (ICU, deterministic = false): equal keys
+# there need not be equal bytes, e.g. 'ABC' = 'abc' under a case-insensitive collation.
+_LOOSE_KEYS = sa.text(
+    """
+    SELECT a.attname, c.collname, format_type(a.atttypid, a.atttypmod)
+    FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+    WHERE a.attrelid = to_regclass(:t) AND a.attname = ANY(:keys) AND NOT c.collisdeterministic
+    """
+)
 _TYPE_OID = sa.text("SELECT to_regtype(:n)::oid::bigint")
 _ENUM_LABELS = sa.text(
     "SELECT enumlabel FROM pg_enum WHERE enumtypid = to_regtype(:n) ORDER BY enumsortorder"
@@ -210,6 +219,16 @@ class TableMaker:
     def _check_key(
         self, conn: sa.Connection, schema: TableSchema, target: TableId, qualified: str
     ) -> None:
+        loose = conn.execute(_LOOSE_KEYS, {"t": qualified, "keys": list(schema.key)}).first()
+        if loose is not None:
+            name, coll, spelled = loose
+            raise PermanentError(
+                f"target table {target}: key column {name!r} uses the nondeterministic "
+                f"collation {coll}, under which keys that differ only in case or accents are "
+                "one row; the source tells them apart, so their rows would overwrite each "
+                f"other. Fix: ALTER TABLE {qualified} ALTER COLUMN {quote_ident(name)} TYPE "
+                f'{spelled} COLLATE "C"; (or let cdc-sync create the table)'
+            )
         want = sorted(schema.key)
         for (cols,) in conn.execute(_UNIQUE_KEYS, {"t": qualified}):
             if sorted(cols) == want:

@@ -13,10 +13,17 @@ from cdc_sync.errors import PermanentError
 from cdc_sync.records import Column, Kind, TableId, TableSchema
 from cdc_sync.sinks.sql.ddl import widened
 from cdc_sync.sinks.sql.mysql import qualified_mysql, quote_mysql
+from cdc_sync.sinks.sql.mysql_collation import (
+    KeyColumn,
+    charset_of,
+    check_key_collations,
+    exact_collation,
+)
 from cdc_sync.sinks.sql.mysql_types import MySqlTypes, key_budgets
 
 _COLUMNS = sa.text(
-    "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS "
+    "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME "
+    "FROM information_schema.COLUMNS "
     "WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t ORDER BY ORDINAL_POSITION"
 )
 # Unique indexes on whole columns (no prefix length): what ON DUPLICATE KEY can rely on.
@@ -40,6 +47,14 @@ class _Existing:
     data_type: str
     column_type: str
     nullable: bool
+    collation: str | None  # text columns only
+
+    def keep_collation(self) -> str:
+        """A MODIFY without these clauses would take the table's default collation: a key
+        column a DBA made binary in a *_ci table would silently become *_ci again."""
+        if self.collation is None:
+            return ""
+        return f" CHARACTER SET {charset_of(self.collation)} COLLATE {self.collation}"
 
 
 def _normal(spelled: str) -> str:
@@ -117,6 +132,12 @@ class MySqlTableMaker:
     def __init__(self, create_tables: bool) -> None:
         self.types = MySqlTypes()
         self.create_tables = create_tables
+        self._collation: str | None = None
+
+    def _table_collation(self, conn: sa.Connection) -> str:
+        if self._collation is None:
+            self._collation = exact_collation(conn)
+        return self._collation
 
     def ensure(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
         was_open = conn.in_transaction()
@@ -149,8 +170,8 @@ class MySqlTableMaker:
         they alter (logged once the DDL has run)."""
         where = {"s": target.schema, "t": target.name}
         existing = {
-            name: _Existing(str(dt).lower(), str(ct), nullable == "YES")
-            for name, dt, ct, nullable in conn.execute(_COLUMNS, where)
+            name: _Existing(str(dt).lower(), str(ct), nullable == "YES", coll and str(coll))
+            for name, dt, ct, nullable, coll in conn.execute(_COLUMNS, where)
         }
         if not existing:
             if not self.create_tables:
@@ -162,10 +183,16 @@ class MySqlTableMaker:
             if conn.execute(_SCHEMA, {"s": target.schema}).first() is None:
                 out.append(
                     f"CREATE DATABASE IF NOT EXISTS {quote_mysql(target.schema)} "
-                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                    f"CHARACTER SET utf8mb4 COLLATE {self._table_collation(conn)}"
                 )
             return [*out, self._create(conn, schema, target)], []
         self._check_key(conn, schema, target)
+        check_key_collations(
+            schema,
+            {n: KeyColumn(e.column_type, e.nullable, e.collation) for n, e in existing.items()},
+            target,
+            self._table_collation(conn),
+        )
         keys = key_budgets(schema)
         alter: list[str] = []
         widening: list[tuple[str, str, str]] = []
@@ -208,7 +235,7 @@ class MySqlTableMaker:
             schema=target.schema,
             mysql_engine="InnoDB",
             mysql_charset="utf8mb4",
-            mysql_collate="utf8mb4_bin",
+            mysql_collate=self._table_collation(conn),
         )
         return str(CreateTable(table).compile(dialect=conn.dialect)).strip()
 
@@ -231,14 +258,14 @@ class MySqlTableMaker:
             and have.data_type == kind.value
             and set(_labels(have.column_type)) <= set(col.type.enum_labels)
         ):
-            return f"MODIFY COLUMN {quote_mysql(col.name)} {spec} {null}"
+            return f"MODIFY COLUMN {quote_mysql(col.name)} {spec}{have.keep_collation()} {null}"
         holds = _holds(got, want)  # the existing type holds every value of the source's?
         if holds is True:
             return None  # e.g. the source narrowed varchar(40) to varchar(20)
         if holds is False and (_holds(want, got) is True or _pads(want, got)):
             # The source widened (MODIFY varchar(20) -> varchar(40), int -> bigint): rows
             # written after its ALTER would not fit. Every existing value fits the new type.
-            return f"MODIFY COLUMN {quote_mysql(col.name)} {spec} {null}"
+            return f"MODIFY COLUMN {quote_mysql(col.name)} {spec}{have.keep_collation()} {null}"
         raise PermanentError(
             f"target table {target}: column {col.name!r} has type {have.column_type}, but the "
             f"source column is {col.type.source_name or col.type.kind.value} (needs {spec}); "

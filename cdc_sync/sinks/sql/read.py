@@ -140,7 +140,7 @@ class TargetReader:
 
     Scans run in the order of the key *as Python orders the canonical values*: text key
     columns are compared byte-wise (PostgreSQL ``COLLATE "C"`` unless the column already
-    sorts that way; MySQL / MariaDB tables made by the sink are ``utf8mb4_bin``), so a merge
+    sorts that way; MySQL / MariaDB tables made by the sink are binary NO PAD), so a merge
     with the source's rows never depends on a locale. Callers still check the order they get.
     """
 

@@ -56,6 +56,10 @@ def _labels(column_type: str) -> tuple[str, ...]:
     return tuple(m.replace("''", "'").replace("\\\\", "\\") for m in _LABEL.findall(body))
 
 
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def _spec(row: dict[str, Any], json_cols: set[str]) -> ColumnSpec | str:
     """A ColumnSpec equal to what the table map will describe, or the unsupported type name."""
     name, dt = str(row["COLUMN_NAME"]), str(row["DATA_TYPE"]).lower()
@@ -67,6 +71,7 @@ def _spec(row: dict[str, Any], json_cols: set[str]) -> ColumnSpec | str:
         return ColumnSpec(
             name, ct.BLOB, nullable, length_size=_LOBS[dt[:-4]],
             charset="binary" if binary else str(charset), is_json=name in json_cols,
+            collation=None if binary else _text(row["COLLATION_NAME"]),
         )  # fmt: skip
     code = _BY_NAME.get(dt)
     if code is None:
@@ -76,6 +81,7 @@ def _spec(row: dict[str, Any], json_cols: set[str]) -> ColumnSpec | str:
         return ColumnSpec(
             name, code, nullable, max_length=int(row["CHARACTER_OCTET_LENGTH"]),
             charset="binary" if binary else str(charset),
+            collation=None if binary else _text(row["COLLATION_NAME"]),
         )  # fmt: skip
     if code in (ct.ENUM, ct.SET):
         labels = _labels(str(row["COLUMN_TYPE"]))
@@ -122,7 +128,7 @@ def read_schemas(
     schemas: dict[TableId, TableSchema] = {}
     errors: list[CdcSyncError] = []
     fields = (
-        "COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, CHARACTER_SET_NAME, "
+        "COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, CHARACTER_SET_NAME, COLLATION_NAME, "
         "CHARACTER_OCTET_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION"
     )
     for table in tables:

@@ -54,6 +54,7 @@ class ColumnSpec:
     size: int = 0  # ENUM / SET: bytes of the stored index / mask
     labels: tuple[str, ...] = ()  # ENUM / SET
     charset: str | None = None  # MySQL charset name; "binary" for byte strings
+    collation: str | None = field(default=None, compare=False)  # text: e.g. utf8mb4_general_ci
     is_json: bool = False  # MariaDB JSON: LONGTEXT with a json_valid() check
     # TINYINT(1) from the catalog; the table map cannot tell it, hence not compared
     display_width: int = field(default=0, compare=False)
@@ -108,6 +109,7 @@ def specs_from_table_map(
                 size=getattr(c, "size", 0) if t in (ENUM, SET) else 0,
                 labels=labels,
                 charset=_charset(c),
+                collation=_collation(c),
                 is_json=t == BLOB and c.name in json_columns,
                 display_width=1 if t == TINY and c.name in tinyint1 else 0,
             )
@@ -122,6 +124,11 @@ def _charset(col: Any) -> str | None:
     if collation:
         return str(collation).split("_", 1)[0]
     return None if col.character_set_name is None else str(col.character_set_name)
+
+
+def _collation(col: Any) -> str | None:
+    name = getattr(col, "collation_name", None)
+    return str(name) if name else None
 
 
 def key_from_table_map(event: Any) -> tuple[str, ...]:
@@ -158,7 +165,9 @@ def column_type(table: TableId, spec: ColumnSpec) -> ColumnType:
             name = f"{'binary' if fixed else 'varbinary'}({spec.max_length})"
             return ColumnType(Kind.BYTES, length=spec.max_length, fixed=fixed, source_name=name)
         kind, n = (Kind.VARCHAR if t == VARCHAR else Kind.CHAR), _chars(spec)
-        return ColumnType(kind, length=n, source_name=f"{kind.value}({n})")
+        return ColumnType(
+            kind, length=n, source_name=f"{kind.value}({n})", collation=spec.collation
+        )
     if t == BLOB:
         length = _BLOB_BYTES.get(spec.length_size)
         prefix = _BLOB_NAMES.get(spec.length_size, "")
@@ -166,7 +175,9 @@ def column_type(table: TableId, spec: ColumnSpec) -> ColumnType:
             return ColumnType(Kind.BYTES, length=length, source_name=f"{prefix}blob")
         if spec.is_json:
             return ColumnType(Kind.JSONB, source_name="json")
-        return ColumnType(Kind.TEXT, length=length, source_name=f"{prefix}text")
+        return ColumnType(
+            Kind.TEXT, length=length, source_name=f"{prefix}text", collation=spec.collation
+        )
     if t == JSON:
         return ColumnType(Kind.JSONB, source_name="json")
     if t == DATE:
