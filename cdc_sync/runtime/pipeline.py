@@ -33,11 +33,11 @@ from cdc_sync.runtime.events import EVENTS
 from cdc_sync.runtime.link import NO_CHECK
 from cdc_sync.runtime.loop_commit import Batch, CommitLoop
 from cdc_sync.runtime.rules import masked_pk, rule_letter, source_letter
+from cdc_sync.runtime.stop import STOP_GRACE_SECONDS
 from cdc_sync.transforms import RuleError, TableTransform
 
 # A source transaction still open when a stop is asked for gets this long to reach its commit;
 # after that the open target transaction is rolled back (the source re-sends it on restart).
-_STOP_GRACE_SECONDS = 5.0
 
 
 def log_schema(log: Any, table: TableId, schema: TableSchema, target: TableId) -> None:
@@ -219,7 +219,7 @@ class PipelineLoop(CommitLoop):
 
     def _stop_grace_over(self) -> bool:
         at = self.stop.requested_at
-        return at is not None and time.monotonic() - at > _STOP_GRACE_SECONDS
+        return at is not None and time.monotonic() - at > STOP_GRACE_SECONDS
 
     @staticmethod
     def _quiet(ev: Heartbeat | Idle) -> bool:

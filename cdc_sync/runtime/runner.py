@@ -52,7 +52,8 @@ from cdc_sync.runtime.rules import PipelineRules
 from cdc_sync.runtime.snapshot import InitialSnapshot, OnProgress
 from cdc_sync.runtime.snapshot import plan as snapshot_plan
 from cdc_sync.runtime.source_identity import check_source_identity
-from cdc_sync.runtime.stop import StopFlag
+from cdc_sync.runtime.stop import STOP_GRACE_SECONDS, StopFlag
+from cdc_sync.runtime.target_watch import TargetWatch
 from cdc_sync.runtime.wiring import build_source, may_create, table_map, target_engine
 from cdc_sync.sinks.sql.origin import OriginTag
 from cdc_sync.sinks.sql.sink import SqlSink, is_mysql
@@ -91,6 +92,7 @@ def run_once(
     keeper: LeaseKeeper | None = None
     stamper: Stamper | None = None
     link: LinkApplier | None = None
+    watch: TargetWatch | None = None
     failed = False
     try:
         try:
@@ -98,6 +100,7 @@ def run_once(
         except Exception as e:  # classified here to name the side
             raise classify(e, "cannot connect to the target database") from e
         with connection as conn:
+            watch = TargetWatch(engine, conn, stop, STOP_GRACE_SECONDS, log)
             upgrade(conn, schema=tc.state_schema)
             conn.commit()
             checkpoints = CheckpointStore(name, schema=tc.state_schema)
@@ -193,9 +196,15 @@ def run_once(
     except ShutdownRequested:
         return "stopped"
     except Exception as e:  # classified right here; nothing is swallowed
+        if watch is not None and watch.cancelled and stop.is_set:
+            # The statement a stop cancelled: its transaction rolled back, nothing to report.
+            log.warning("stopped_after_cancel", error_class=type(e).__name__)
+            return "stopped"
         failed = True
         raise classify(e, f"pipeline {name}") from e
     finally:
+        if watch is not None:
+            watch.close()
         if stamper is not None:
             stamper.close()
         source.close()

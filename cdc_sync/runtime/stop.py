@@ -8,6 +8,11 @@ import threading
 import time
 from types import FrameType
 
+# How long a stop waits for the open source transaction (pipeline loop) or for a running
+# target statement (target_watch) before it rolls back / cancels: the checkpoint stays before
+# whatever was cut, so it is read again on the next start.
+STOP_GRACE_SECONDS = 5.0
+
 
 class StopFlag:
     """Set by SIGTERM/SIGINT; the pipeline loop polls it between events."""
