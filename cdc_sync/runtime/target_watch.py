@@ -21,8 +21,7 @@ _LOOK_S = 5.0
 # The sessions holding what our statement waits for: who and since when, never their
 # query text (it may hold customer data).
 _PG_SELF = sa.text(
-    "SELECT state, wait_event_type, wait_event, "
-    "extract(epoch FROM clock_timestamp() - query_start)::float8 "
+    "SELECT state, extract(epoch FROM clock_timestamp() - query_start)::float8 "
     "FROM pg_stat_activity WHERE pid = :pid"
 )
 _PG_BLOCKERS = sa.text(
@@ -89,9 +88,9 @@ class TargetWatch:
         """Seconds our session has been running its current statement (None: idle)."""
         if self._pg is not None:
             row = side.execute(_PG_SELF, {"pid": self._pid}).first()
-            if row is None or row[0] != "active" or row[3] is None:
+            if row is None or row[0] != "active" or row[1] is None:
                 return None
-            return float(row[3])
+            return float(row[1])
         row = side.execute(_MY_SELF, {"pid": self._pid}).first()
         if row is None or str(row[0]).lower() == "sleep":
             return None

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from alembic import command
 
 from cdc_sync.state.migrate import alembic_config, current_revision, upgrade
+from cdc_sync.state.tables import metadata
 from cdc_sync.testing.myserver import MyServer
 from tests.integration.harness import Cli
 from tests.integration.test_mysql_state import make_engine
@@ -20,15 +21,7 @@ pytestmark = pytest.mark.integration
 
 _n = itertools.count()
 KEYS = ("ABC", "abc", "Müller", "Straße ✓", "emoji 😀")
-STATE_TABLES = {
-    "cdc_sync_checkpoints",
-    "cdc_sync_audit",
-    "cdc_sync_dead_letters",
-    "cdc_sync_snapshots",
-    "cdc_sync_verify_runs",
-    "cdc_sync_conflicts",
-    "cdc_sync_row_clock",
-}
+STATE_TABLES = {t.name for t in metadata.tables.values()}
 CONFIG = """
 sources:
   src: {type: postgres, dsn: "${SRC_DSN}"}

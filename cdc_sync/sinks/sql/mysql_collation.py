@@ -51,16 +51,24 @@ def _pads(collation: str | None) -> bool:
 
 
 @dataclass(frozen=True)
-class KeyColumn:
-    """An existing target column as information_schema shows it."""
+class ExistingColumn:
+    """A target column as information_schema shows it."""
 
+    data_type: str
     column_type: str
     nullable: bool
-    collation: str | None
+    collation: str | None  # text columns only
+
+    def keep_collation(self) -> str:
+        """A MODIFY without these clauses would take the table's default collation: a key
+        column a DBA made binary in a *_ci table would silently become *_ci again."""
+        if self.collation is None:
+            return ""
+        return f" CHARACTER SET {charset_of(self.collation)} COLLATE {self.collation}"
 
 
 def check_key_collations(
-    schema: TableSchema, existing: dict[str, KeyColumn], target: TableId, exact: str
+    schema: TableSchema, existing: dict[str, ExistingColumn], target: TableId, exact: str
 ) -> None:
     """Refuse a text key column whose collation holds as one key values the source holds
     apart ('ABC' and 'abc' under *_ci): their rows would overwrite each other in the target,

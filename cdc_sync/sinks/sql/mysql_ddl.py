@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -14,8 +13,7 @@ from cdc_sync.records import Column, Kind, TableId, TableSchema
 from cdc_sync.sinks.sql.ddl import widened
 from cdc_sync.sinks.sql.mysql import qualified_mysql, quote_mysql
 from cdc_sync.sinks.sql.mysql_collation import (
-    KeyColumn,
-    charset_of,
+    ExistingColumn,
     check_key_collations,
     exact_collation,
 )
@@ -40,21 +38,6 @@ _DIALECT = mysql.dialect()
 
 class UncommittedWorkError(PermanentError):
     """DDL was needed while the connection had a transaction open: MySQL would commit it."""
-
-
-@dataclass(frozen=True)
-class _Existing:
-    data_type: str
-    column_type: str
-    nullable: bool
-    collation: str | None  # text columns only
-
-    def keep_collation(self) -> str:
-        """A MODIFY without these clauses would take the table's default collation: a key
-        column a DBA made binary in a *_ci table would silently become *_ci again."""
-        if self.collation is None:
-            return ""
-        return f" CHARACTER SET {charset_of(self.collation)} COLLATE {self.collation}"
 
 
 def _normal(spelled: str) -> str:
@@ -170,7 +153,7 @@ class MySqlTableMaker:
         they alter (logged once the DDL has run)."""
         where = {"s": target.schema, "t": target.name}
         existing = {
-            name: _Existing(str(dt).lower(), str(ct), nullable == "YES", coll and str(coll))
+            name: ExistingColumn(str(dt).lower(), str(ct), nullable == "YES", coll and str(coll))
             for name, dt, ct, nullable, coll in conn.execute(_COLUMNS, where)
         }
         if not existing:
@@ -187,12 +170,7 @@ class MySqlTableMaker:
                 )
             return [*out, self._create(conn, schema, target)], []
         self._check_key(conn, schema, target)
-        check_key_collations(
-            schema,
-            {n: KeyColumn(e.column_type, e.nullable, e.collation) for n, e in existing.items()},
-            target,
-            self._table_collation(conn),
-        )
+        check_key_collations(schema, existing, target, self._table_collation(conn))
         keys = key_budgets(schema)
         alter: list[str] = []
         widening: list[tuple[str, str, str]] = []
@@ -239,7 +217,9 @@ class MySqlTableMaker:
         )
         return str(CreateTable(table).compile(dialect=conn.dialect)).strip()
 
-    def _reconcile(self, col: Column, have: _Existing, spec: str, target: TableId) -> str | None:
+    def _reconcile(
+        self, col: Column, have: ExistingColumn, spec: str, target: TableId
+    ) -> str | None:
         """None when the existing column holds every source value exactly, else the MODIFY
         that widens an ENUM / SET by new labels; PermanentError when it cannot."""
         want, got = _normal(spec), _normal(have.column_type)
