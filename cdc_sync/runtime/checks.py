@@ -20,6 +20,7 @@ from cdc_sync.errors import CdcSyncError, ConfigError
 from cdc_sync.runtime.check_target import mysql_problems, pg_problems
 from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.rules import PipelineRules
+from cdc_sync.runtime.self_loop import check_not_itself
 from cdc_sync.runtime.wiring import build_source, state_schema_of, table_map, target_engine
 
 # What a check may meet while probing servers; reported as problems, never raised.
@@ -60,6 +61,26 @@ def _target_problems(config: Config, name: str) -> list[str]:
         return [f"target: {classify(e, 'cannot connect to target')}"]
     finally:
         engine.dispose()
+
+
+def _self_loop_problems(config: Config, name: str) -> list[str]:
+    """The target DSN names the source database itself, with tables read and written."""
+    try:
+        source = build_source(config, name)
+    except CdcSyncError:
+        return []  # reported by _source_problems
+    engine = target_engine(config, name)
+    try:
+        with engine.connect() as conn:
+            check_not_itself(source, conn, table_map(config, name))
+    except CdcSyncError as e:
+        return [f"target: {e}"]
+    except _PROBE_ERRORS:
+        return []  # reported by _source_problems / _target_problems
+    finally:
+        engine.dispose()
+        source.close()
+    return []
 
 
 def _checkpoint_problems(config: Config, name: str) -> list[str]:
@@ -262,5 +283,6 @@ def check_pipeline(
         else:
             logs.get().warning("check_warning", pipeline=name, warning=w)
     out = _source_problems(config, name) + _rule_problems(config, name)
-    out += _target_problems(config, name) + _link_problems(config, name)
+    out += _target_problems(config, name) + _self_loop_problems(config, name)
+    out += _link_problems(config, name)
     return out + _checkpoint_problems(config, name)

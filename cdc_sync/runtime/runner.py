@@ -49,6 +49,7 @@ from cdc_sync.runtime.link_stamp import Stamper
 from cdc_sync.runtime.pipeline import PipelineLoop, log_schema
 from cdc_sync.runtime.resnapshot import Resnapshot
 from cdc_sync.runtime.rules import PipelineRules
+from cdc_sync.runtime.self_loop import check_not_itself
 from cdc_sync.runtime.snapshot import InitialSnapshot, OnProgress
 from cdc_sync.runtime.snapshot import plan as snapshot_plan
 from cdc_sync.runtime.source_identity import check_source_identity
@@ -101,6 +102,7 @@ def run_once(
             raise classify(e, "cannot connect to the target database") from e
         with connection as conn:
             watch = TargetWatch(engine, conn, stop, STOP_GRACE_SECONDS, log)
+            check_not_itself(source, conn, targets)  # before anything is created there
             upgrade(conn, schema=tc.state_schema)
             conn.commit()
             checkpoints = CheckpointStore(name, schema=tc.state_schema)

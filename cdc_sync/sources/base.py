@@ -149,4 +149,9 @@ class Source(Protocol):
         checkpoint so that a resume against a different server is refused."""
         ...
 
+    def instance(self) -> str:
+        """The server (and, on PostgreSQL, the database) the tables are read from, as the
+        same text a target connection yields for itself (``runtime.self_loop``)."""
+        ...
+
     def close(self) -> None: ...

@@ -45,6 +45,16 @@ def read_health(conn: Any) -> SourceHealth:
     )
 
 
+# This server (``mysql:<hostname>:<port>:<datadir>``; MariaDB has no server UUID): the same
+# text from a target connection means the pipeline would write into its own source. Also
+# run on a MySQL / MariaDB target (runtime.self_loop): one definition for both sides.
+INSTANCE_SQL = "SELECT CONCAT('mysql:', @@hostname, ':', @@port, ':', @@datadir)"
+
+
+def instance(conn: Any) -> str:
+    return str(query(conn, INSTANCE_SQL)[0][0])
+
+
 def identity(conn: Any, info: ServerInfo) -> str:
     """``mysql:<server_uuid>`` (generated on first start, new for a rebuilt server or
     another replica). MariaDB has no server UUID: ``mariadb:server_id=<n>``, weaker; there a

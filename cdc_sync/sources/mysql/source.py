@@ -331,6 +331,12 @@ class MysqlCapture:
         except pymysql.err.MySQLError as e:
             raise classify(e, "cannot read the source server's identity") from e
 
+    def instance(self) -> str:
+        try:
+            return health.instance(self._catalog())
+        except pymysql.err.MySQLError as e:
+            raise classify(e, "cannot read the source server's identity") from e
+
     def ack(self, position: Position) -> None:
         """Nothing to tell a MySQL server: the checkpoint in the target is the truth."""
 

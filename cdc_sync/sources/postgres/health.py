@@ -39,6 +39,21 @@ def identity(conn: Conn) -> str:
     return f"postgres:{row[0]}"
 
 
+def instance(conn: Conn) -> str:
+    """This server and database (``postgres:<system identifier>/<database>``): the same
+    text from a target connection means the pipeline would write into its own source."""
+    row = conn.execute(INSTANCE_SQL).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+# Also run on a PostgreSQL target (runtime.self_loop): one definition for both sides.
+INSTANCE_SQL = (
+    "SELECT 'postgres:' || system_identifier::text || '/' || current_database() "
+    "FROM pg_control_system()"
+)
+
+
 def _int(v: object) -> int | None:
     return None if v is None else int(str(v))
 

@@ -386,6 +386,12 @@ class PostgresSource:
         except psycopg.Error as e:
             raise classify(e, "cannot read the source's system identifier") from e
 
+    def instance(self) -> str:
+        try:
+            return health.instance(self._catalog())
+        except psycopg.Error as e:
+            raise classify(e, "cannot read the source's system identifier") from e
+
     def close_stream(self) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
