@@ -20,8 +20,9 @@ from cdc_sync.errors import CdcSyncError, ConfigError
 from cdc_sync.runtime.check_target import mysql_problems, pg_problems
 from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.rules import PipelineRules
-from cdc_sync.runtime.self_loop import check_not_itself
+from cdc_sync.runtime.self_loop import SelfLoopError, check_not_itself
 from cdc_sync.runtime.wiring import build_source, state_schema_of, table_map, target_engine
+from cdc_sync.sinks.sql.sink import SqlSink
 
 # What a check may meet while probing servers; reported as problems, never raised.
 _PROBE_ERRORS = (
@@ -69,17 +70,22 @@ def _self_loop_problems(config: Config, name: str) -> list[str]:
         source = build_source(config, name)
     except CdcSyncError:
         return []  # reported by _source_problems
+    try:
+        where = source.instance()
+    except _PROBE_ERRORS:
+        return []  # a source that cannot be reached: reported by _source_problems
+    finally:
+        source.close()
     engine = target_engine(config, name)
     try:
         with engine.connect() as conn:
-            check_not_itself(source, conn, table_map(config, name))
-    except CdcSyncError as e:
+            check_not_itself(where, conn, table_map(config, name))
+    except SelfLoopError as e:
         return [f"target: {e}"]
     except _PROBE_ERRORS:
-        return []  # reported by _source_problems / _target_problems
+        return []  # a target that cannot be reached: reported by _target_problems
     finally:
         engine.dispose()
-        source.close()
     return []
 
 
@@ -127,6 +133,31 @@ def _rule_problems(config: Config, name: str) -> list[str]:
     finally:
         source.close()
     return []
+
+
+def _table_problems(config: Config, name: str) -> list[str]:
+    """Target tables that exist but cannot take the source's rows (a type, the key, a key
+    collation): found by ``check`` instead of at the first start. Nothing is changed."""
+    tc = config.targets[config.pipelines[name].target]
+    source = build_source(config, name)
+    engine = target_engine(config, name)
+    targets = table_map(config, name)
+    out: list[str] = []
+    try:
+        shaped = PipelineRules(config, name).compile_all(source.table_schemas())
+        sink = SqlSink(create_tables=tc.create_tables)
+        with engine.connect() as conn:
+            for table, compiled in shaped.items():
+                problem = sink.table_problem(conn, compiled.schema, targets[table])
+                if problem is not None:
+                    out.append(f"target: {problem}")
+            conn.rollback()
+    except (ConfigError, *_PROBE_ERRORS):
+        return []  # reported by _source_problems / _rule_problems / _target_problems
+    finally:
+        engine.dispose()
+        source.close()
+    return out
 
 
 def _link_problems(config: Config, name: str) -> list[str]:
@@ -284,5 +315,5 @@ def check_pipeline(
             logs.get().warning("check_warning", pipeline=name, warning=w)
     out = _source_problems(config, name) + _rule_problems(config, name)
     out += _target_problems(config, name) + _self_loop_problems(config, name)
-    out += _link_problems(config, name)
+    out += _table_problems(config, name) + _link_problems(config, name)
     return out + _checkpoint_problems(config, name)

@@ -102,7 +102,7 @@ def run_once(
             raise classify(e, "cannot connect to the target database") from e
         with connection as conn:
             watch = TargetWatch(engine, conn, stop, STOP_GRACE_SECONDS, log)
-            check_not_itself(source, conn, targets)  # before anything is created there
+            check_not_itself(source.instance(), conn, targets)  # before anything is made there
             upgrade(conn, schema=tc.state_schema)
             conn.commit()
             checkpoints = CheckpointStore(name, schema=tc.state_schema)

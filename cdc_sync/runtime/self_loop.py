@@ -8,7 +8,10 @@ import sqlalchemy as sa
 
 from cdc_sync.errors import PermanentError
 from cdc_sync.records import TableId
-from cdc_sync.sources.base import Source
+
+
+class SelfLoopError(PermanentError):
+    """The pipeline would write into tables it reads."""
 
 
 def target_instance(conn: sa.Connection) -> str | None:
@@ -26,18 +29,17 @@ def target_instance(conn: sa.Connection) -> str | None:
     return None if value is None else str(value)
 
 
-def check_not_itself(
-    source: Source, conn: sa.Connection, targets: Mapping[TableId, TableId]
-) -> None:
+def check_not_itself(source: str, conn: sa.Connection, targets: Mapping[TableId, TableId]) -> None:
     """Source and target the same server and database, and a target table among the
     tables read: every applied change would be captured again and applied again, for ever
-    (thousands of audited updates a second, WAL / binlog and audit growing without end)."""
+    (thousands of audited updates a second, WAL / binlog and audit growing without end).
+    ``source``: ``Source.instance()``, the same text for the source's server and database."""
     here = target_instance(conn)
-    if here is None or here != source.instance():
+    if here is None or here != source:
         return
     same = sorted(str(t) for t in targets.values() if t in targets)
     if same:
-        raise PermanentError(
+        raise SelfLoopError(
             f"the target is the source database itself ({here.split(':', 1)[0]}), and the "
             f"pipeline would write into the table(s) it reads: {', '.join(same)}; every "
             "change would be applied and captured again for ever. Point the target DSN at "

@@ -25,10 +25,16 @@ _PG_SELF = sa.text(
     "FROM pg_stat_activity WHERE pid = :pid"
 )
 _PG_BLOCKERS = sa.text(
-    "SELECT pid, usename, application_name, state, client_addr::text, "
-    "extract(epoch FROM clock_timestamp() - xact_start)::int "
-    "FROM pg_stat_activity WHERE pid = ANY(pg_blocking_pids(:pid)) ORDER BY pid"
+    "SELECT b.pid, b.usename, b.application_name, b.state, b.client_addr::text, "
+    "extract(epoch FROM clock_timestamp() - b.xact_start)::int, "
+    # An earlier owner of this pipeline (same name, older session) idle inside its
+    # transaction: paused or hung after losing the lease (see lease.end_stalled_writers).
+    "b.application_name = me.application_name AND b.backend_start < me.backend_start "
+    "AND b.state LIKE 'idle in transaction%' "
+    "FROM pg_stat_activity b, pg_stat_activity me "
+    "WHERE me.pid = :pid AND b.pid = ANY(pg_blocking_pids(:pid)) ORDER BY b.pid"
 )
+_PG_END = sa.text("SELECT pg_terminate_backend(:pid)")
 _MY_SELF = sa.text(
     "SELECT COMMAND, STATE, TIME FROM information_schema.PROCESSLIST WHERE ID = :pid"
 )
@@ -99,13 +105,20 @@ class TargetWatch:
     def _warn(self, side: sa.Connection, seconds: float) -> None:
         blockers: list[dict[str, object]] = []
         if self._pg is not None:
-            for pid, user, app, state, addr, xact_s in side.execute(
+            for pid, user, app, state, addr, xact_s, stale in side.execute(
                 _PG_BLOCKERS, {"pid": self._pid}
             ):
                 blockers.append(
                     {"pid": pid, "user": user, "application": app, "state": state,
                      "client": addr, "transaction_seconds": xact_s}
                 )  # fmt: skip
+                if stale:
+                    # Its commit is fenced anyway (lost lease); ended, it rolls back and
+                    # frees the rows. end_stalled_writers does this at start only, but an
+                    # earlier owner paused mid-statement turns idle only later.
+                    ended = side.execute(_PG_END, {"pid": pid}).scalar()
+                    side.commit()
+                    self._log.warning("stalled_writer_ended", pid=pid, ended=bool(ended))
         self._log.warning(
             "target_write_waiting",
             seconds=round(seconds),

@@ -53,6 +53,8 @@ def test_case_insensitive_key_is_refused_before_any_row(
     route = Route(
         tmp_path, source_dsn, my_target_dsn, {"public.people": f"{db_of(my_target_dsn)}.people"}
     )
+    check = route.cli("check")  # found before any start, nothing changed
+    assert check.returncode == 1 and "uses collation utf8mb4_general_ci" in check.stdout
     res = route.cli("snapshot")
     assert res.returncode == 1
     err = res.stderr
@@ -139,6 +141,8 @@ def test_nondeterministic_key_collation_in_postgres_target_is_refused(
         "CREATE TABLE people (code text COLLATE ci PRIMARY KEY, name text)",
     )
     route = Route(tmp_path, source_dsn, target_dsn, {"public.people": None})
+    check = route.cli("check")
+    assert check.returncode == 1 and "nondeterministic collation ci" in check.stdout
     res = route.cli("snapshot")
     assert res.returncode == 1
     err = res.stderr

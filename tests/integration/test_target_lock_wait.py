@@ -94,3 +94,38 @@ def test_blocked_write_is_reported_and_a_stop_cancels_it(
         ("update", '{"id":1}'),
         ("insert", '{"id":3}'),
     ]
+
+
+def test_an_earlier_owner_idle_in_its_transaction_is_ended(
+    source_dsn: str, target_dsn: str, tmp_path: Path
+) -> None:
+    """A session of this pipeline older than the running daemon (an earlier owner, paused
+    mid-statement when the new one started, idle in its transaction only later) blocks a
+    write: it is ended, as a start ends those already idle. A DBA's session never is (above)."""
+    execute(source_dsn, "CREATE TABLE people (id int PRIMARY KEY, name text NOT NULL)")
+    execute(source_dsn, "INSERT INTO people VALUES (1, 'a'), (2, 'b')")
+    route = Route(tmp_path, source_dsn, target_dsn, {"public.people": None})
+    assert route.cli("snapshot").returncode == 0
+    old = psycopg.connect(target_dsn, application_name=f"cdc-sync:{route.pipeline}")
+    old.execute("SELECT 1")
+    old.rollback()  # idle, not in a transaction, when the daemon starts
+    daemon = route.start()
+    try:
+        wait_for(route.log, "pipeline_started")
+        old.execute("SELECT * FROM people WHERE id = 1 FOR UPDATE")
+        old_pid = old.info.backend_pid
+        execute(source_dsn, "UPDATE people SET name = 'a2' WHERE id = 1")
+        deadline = time.monotonic() + 40
+        while fetch(target_dsn, "people", "name", order_by="id") != [("a2",), ("b",)]:
+            assert time.monotonic() < deadline, route.log.read_text()[-2000:]
+            time.sleep(0.2)
+        ended = [e["pid"] for e in events(route.log, "stalled_writer_ended")]
+        assert ended == [old_pid]
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        old.close()
+    assert fetch(target_dsn, "people", order_by="id") == fetch(source_dsn, "people", order_by="id")

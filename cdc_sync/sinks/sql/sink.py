@@ -133,6 +133,29 @@ class SqlSink:
         except (sa.exc.DBAPIError, psycopg.Error, pymysql.MySQLError) as e:
             raise classify_db_error(e, target) from None
 
+    def table_problem(
+        self, conn: sa.Connection, schema: TableSchema, target: TableId
+    ) -> str | None:
+        """What ``ensure_table`` would refuse (a type, key or collation conflict), leaving
+        the target as it is: MySQL only plans; on PostgreSQL it runs in a transaction rolled
+        back after (DDL is transactional), with a short lock_timeout so that a check never
+        queues behind a busy table."""
+        try:
+            if is_mysql(conn):
+                MySqlTableMaker(self.create_tables).plan(conn, schema, target)
+                return None
+            with conn.begin_nested() as tx:
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+                try:
+                    self.ensure_table(conn, schema, target)
+                finally:
+                    tx.rollback()
+        except CdcSyncError as e:
+            return str(e)
+        except (sa.exc.DBAPIError, psycopg.Error, pymysql.MySQLError) as e:
+            return str(classify_db_error(e, target))
+        return None
+
     def ddl_would_commit(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> bool:
         """True when ``ensure_table`` must run DDL that would commit the open transaction:
         MySQL / MariaDB only (PostgreSQL DDL is transactional). Reads, never writes."""
