@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.integration.harness import wait_until
 from tests.integration.routes import Route, execute, fetch, my_connect
 
 pytestmark = pytest.mark.integration
@@ -27,13 +28,8 @@ def events(log: Path, name: str) -> list[dict[str, Any]]:
 
 
 def wait_for(log: Path, name: str, timeout: float = 40) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = events(log, name)
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"no {name} in {timeout} s: {log.read_text()[-2000:]}")
+    wait_until(lambda: events(log, name), timeout=timeout, every=0.2)
+    return events(log, name)
 
 
 @pytest.mark.parametrize("target", ["postgres", "mariadb"])
@@ -115,10 +111,12 @@ def test_an_earlier_owner_idle_in_its_transaction_is_ended(
         old.execute("SELECT * FROM people WHERE id = 1 FOR UPDATE")
         old_pid = old.info.backend_pid
         execute(source_dsn, "UPDATE people SET name = 'a2' WHERE id = 1")
-        deadline = time.monotonic() + 40
-        while fetch(target_dsn, "people", "name", order_by="id") != [("a2",), ("b",)]:
-            assert time.monotonic() < deadline, route.log.read_text()[-2000:]
-            time.sleep(0.2)
+        # Blocked until the watch's first look (>= 10 s in) ends the earlier owner.
+        wait_until(
+            lambda: fetch(target_dsn, "people", "name", order_by="id") == [("a2",), ("b",)],
+            timeout=40,
+            every=0.2,
+        )
         ended = [e["pid"] for e in events(route.log, "stalled_writer_ended")]
         assert ended == [old_pid]
         daemon.send_signal(signal.SIGTERM)
