@@ -431,3 +431,31 @@ def test_role_without_replication_privilege(source_dsn: str, make_source: Any) -
     assert "ALTER ROLE cdc_plain WITH REPLICATION;" in text
     assert "owner" in text  # may not create the publication either
     assert "postgresql://" not in text
+
+
+def test_publication_of_a_partitioned_table_sends_it_under_its_own_name(
+    source_dsn: str, make_source: Any
+) -> None:
+    sql(
+        source_dsn,
+        "CREATE TABLE calls (id int, d date, PRIMARY KEY (id, d)) PARTITION BY RANGE (d)",
+        "CREATE TABLE calls_1 PARTITION OF calls FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
+    )
+    src = make_source("calls", may_create=False)
+    # A DBA's publication without publish_via_partition_root sends calls_1's changes as
+    # calls_1's, which nothing here reads: reported with the statement that fixes it.
+    sql(source_dsn, f"CREATE PUBLICATION {src._publication} FOR TABLE calls")
+    text = "\n".join(src.problems())
+    assert "under their partitions' names" in text
+    assert f"ALTER PUBLICATION {src._publication} SET (publish_via_partition_root = true);" in text
+    src.prepare(create=True)  # allowed to change it: changed
+    pub = query(
+        source_dsn,
+        "SELECT p.pubviaroot, t.tablename FROM pg_publication p JOIN pg_publication_tables t "
+        f"ON t.pubname = p.pubname WHERE p.pubname = '{src._publication}'",
+    )
+    assert pub == [(True, "calls")]
+    assert make_source("calls", "calls_1").problems() == [
+        "configured table public.calls_1 is a partition of public.calls, which is configured "
+        "too: its changes arrive as public.calls's; configure one of them"
+    ]

@@ -54,14 +54,36 @@ def published_tables(conn: Conn, publication: str) -> set[TableId] | None:
     return {TableId(str(s), str(t)) for s, t in rows}
 
 
+def _via_root_missing(conn: Conn, publication: str, tables: Sequence[TableId]) -> bool:
+    """A configured table is partitioned but the (existing) publication would send its
+    changes under each partition's name, which no pipeline entry names: they would be
+    dropped. With publish_via_partition_root they arrive as the configured table's, and
+    pg_publication_tables lists the partitioned table instead of its partitions."""
+    row = conn.execute(
+        "SELECT NOT p.pubviaroot AND EXISTS (SELECT 1 FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN unnest(%s::text[], %s::text[]) AS x(s, t) ON n.nspname = x.s AND c.relname = x.t "
+        "WHERE c.relkind = 'p') FROM pg_publication p WHERE p.pubname = %s",
+        ([t.schema for t in tables], [t.name for t in tables], publication),
+    ).fetchone()
+    return row is not None and bool(row[0])
+
+
 def _table_list(tables: Sequence[TableId]) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in tables)
 
 
-def _fix_publication_sql(publication: str, tables: Sequence[TableId], exists: bool) -> str:
-    names = ", ".join(qualified(t) for t in tables)
-    verb = "ALTER PUBLICATION {} SET TABLE" if exists else "CREATE PUBLICATION {} FOR TABLE"
-    return f"{verb.format(quote_ident(publication))} {names};"
+_VIA_ROOT = "publish_via_partition_root = true"
+
+
+def _fix_publication_sql(
+    publication: str, tables: Sequence[TableId], exists: bool, via_root: bool
+) -> str:
+    pub, names = quote_ident(publication), ", ".join(qualified(t) for t in tables)
+    if not exists:
+        return f"CREATE PUBLICATION {pub} FOR TABLE {names} WITH ({_VIA_ROOT});"
+    fix = f"ALTER PUBLICATION {pub} SET TABLE {names};"
+    return f"ALTER PUBLICATION {pub} SET ({_VIA_ROOT}); {fix}" if via_root else fix
 
 
 def _fix_slot_sql(slot: str) -> str:
@@ -69,13 +91,20 @@ def _fix_slot_sql(slot: str) -> str:
 
 
 def ensure_publication(conn: Conn, publication: str, tables: Sequence[TableId]) -> bool:
-    """Create or align the publication to exactly ``tables``; True when something changed."""
+    """Create or align the publication to exactly ``tables``; True when something changed.
+
+    Made with publish_via_partition_root, so that a partitioned table's changes arrive
+    under its own name (one pipeline entry for all its partitions, present and future)."""
+    changed = _via_root_missing(conn, publication, tables)
+    if changed:  # first: with it off, pg_publication_tables lists partitions, not the table
+        conn.execute(sql.SQL("ALTER PUBLICATION {} SET (" + _VIA_ROOT + ")").format(
+            sql.Identifier(publication)))  # fmt: skip
     current = published_tables(conn, publication)
     if current == set(tables):
-        return False
+        return changed
     if current is None:
         conn.execute(
-            sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+            sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (" + _VIA_ROOT + ")").format(
                 sql.Identifier(publication), _table_list(tables)
             )
         )
@@ -175,11 +204,14 @@ def _publication_problems(
     conn: Conn, publication: str, tables: Sequence[TableId], may_create: bool, superuser: bool
 ) -> list[str]:
     current = published_tables(conn, publication)
-    if current == set(tables):
+    via_root = current is not None and _via_root_missing(conn, publication, tables)
+    if current == set(tables) and not via_root:
         return []
-    fix = _fix_publication_sql(publication, tables, current is not None)
+    fix = _fix_publication_sql(publication, tables, current is not None, via_root)
     if not may_create:
-        state = "does not exist" if current is None else "publishes other tables"
+        state = "does not exist" if current is None else (
+            "sends partitioned tables' changes under their partitions' names" if via_root
+            else "publishes other tables")  # fmt: skip
         return [f"publication {publication!r} {state} and changing it is not allowed; "
                 f"fix: {fix}"]  # fmt: skip
     if superuser:
@@ -189,7 +221,7 @@ def _publication_problems(
         "SELECT n.nspname || '.' || c.relname FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "JOIN unnest(%s::text[], %s::text[]) AS x(s, t) ON n.nspname = x.s AND c.relname = x.t "
-        "WHERE c.relkind = 'r' AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1",
+        "WHERE c.relkind IN ('r', 'p') AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1",
         ([t.schema for t in tables], [t.name for t in tables]),
     ).fetchall()
     not_owned = [str(r[0]) for r in rows]

@@ -48,7 +48,7 @@ def lookup_type(conn: psycopg.Connection[tuple[object, ...]], oid: int) -> PgTyp
 
 
 _REL_SQL = """
-SELECT c.oid, c.relkind, c.relreplident
+SELECT c.oid, c.relkind, c.relreplident, c.relpersistence
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %s AND c.relname = %s
 """
@@ -86,7 +86,10 @@ LIMIT 1
 """
 
 _RELKIND_WORDS = {"v": "a view", "m": "a materialized view", "f": "a foreign table",
-                  "p": "a partitioned table", "S": "a sequence", "i": "an index"}  # fmt: skip
+                  "S": "a sequence", "i": "an index"}  # fmt: skip
+# A partitioned table ('p') is read as one table: the publication sends its partitions'
+# changes under its own name (publish_via_partition_root, see admin.ensure_publication).
+_TABLE_KINDS = ("r", "p")
 
 
 def _no_key(conn: psycopg.Connection[tuple[object, ...]], table: TableId, oid: int,
@@ -115,10 +118,19 @@ def read_schema(
     if rel is None:
         raise PermanentError(f"configured table {table} does not exist in the source database")
     oid, relkind, replident = int(str(rel[0])), str(rel[1]), str(rel[2])
-    if relkind != "r":
+    if relkind not in _TABLE_KINDS:
         raise PermanentError(
             f"configured table {table} is {_RELKIND_WORDS.get(relkind, 'not a table')}; "
-            "only ordinary tables can be replicated"
+            "only ordinary and partitioned tables can be replicated"
+        )
+    if str(rel[3]) != "p":
+        # Logical decoding never sees an unlogged or temporary table's changes, and no
+        # publication may hold one: say why instead of PostgreSQL's bare "cannot add".
+        unlogged = str(rel[3]) == "u"
+        raise PermanentError(
+            f"configured table {table} is {'unlogged' if unlogged else 'a temporary table'}: "
+            "its changes are not written to the WAL, so logical replication cannot capture "
+            "them" + (f"; fix: ALTER TABLE {qualified(table)} SET LOGGED;" if unlogged else "")
         )
     columns = []
     for name, typoid, typmod, notnull, ndims in conn.execute(_COLS_SQL, (oid,)).fetchall():
@@ -146,4 +158,37 @@ def read_schemas(
             schemas[table] = read_schema(conn, table, resolver)
         except CdcSyncError as e:  # collected: the operator gets every problem at once
             problems.append(e)
-    return schemas, problems
+    return schemas, problems + _nested_partitions(conn, tables)
+
+
+_ANCESTORS_SQL = """
+SELECT x.s, x.t, an.nspname, ac.relname
+FROM unnest(%s::text[], %s::text[]) AS x(s, t)
+JOIN pg_namespace n ON n.nspname = x.s
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = x.t AND c.relispartition
+CROSS JOIN LATERAL pg_partition_ancestors(c.oid) a(relid)
+JOIN pg_class ac ON ac.oid = a.relid AND ac.oid <> c.oid
+JOIN pg_namespace an ON an.oid = ac.relnamespace
+"""
+
+
+def _nested_partitions(
+    conn: psycopg.Connection[tuple[object, ...]], tables: Sequence[TableId]
+) -> list[CdcSyncError]:
+    """A partition configured with its partitioned table: the publication sends the
+    partition's changes under the partitioned table's name only, so the partition's own
+    pipeline entry would never see a change (silently)."""
+    if not tables:
+        return []
+    configured = set(tables)
+    rows = conn.execute(
+        _ANCESTORS_SQL, ([t.schema for t in tables], [t.name for t in tables])
+    ).fetchall()
+    return [
+        PermanentError(
+            f"configured table {TableId(str(s), str(t))} is a partition of {up}, which is "
+            f"configured too: its changes arrive as {up}'s; configure one of them"
+        )
+        for s, t, us, un in rows
+        if (up := TableId(str(us), str(un))) in configured
+    ]

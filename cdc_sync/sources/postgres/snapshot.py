@@ -108,7 +108,10 @@ def read_committed_chunk(
 def estimate_rows(conn: Conn, table: TableId) -> int:
     try:
         row = conn.execute(
-            "SELECT c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            # A partitioned table holds no rows itself: the sum of its partitions'
+            "SELECT coalesce((SELECT sum(greatest(l.reltuples, 0)) FROM pg_partition_tree(c.oid) "
+            "p JOIN pg_class l ON l.oid = p.relid WHERE p.isleaf), c.reltuples) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = %s AND c.relname = %s",
             (table.schema, table.name),
         ).fetchone()
