@@ -63,12 +63,16 @@ def main() -> None:
 def check(config_path: str | None, pipelines: tuple[str, ...]) -> None:
     """Validate the config and every server prerequisite; print the SQL that fixes each gap."""
     from cdc_sync.runtime.checks import check_pipeline  # noqa: PLC0415  (see _LAZY)
+    from cdc_sync.runtime.cycle_check import cycle_problems  # noqa: PLC0415
 
     cfg = _load(config_path)
     failed = False
-    for name in _pipelines(cfg, pipelines):
+    names = _pipelines(cfg, pipelines)
+    cycles = cycle_problems(cfg)  # over every pipeline of the config, whatever -p says
+    for name in names:
         warnings: list[str] = []
         problems = check_pipeline(cfg, name, warn=warnings.append)
+        problems += [f"cycle: {c}" for c in cycles.get(name, [])]
         if problems:
             failed = True
             click.echo(f"pipeline {name}: {len(problems)} problem(s)")

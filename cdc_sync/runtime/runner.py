@@ -36,6 +36,7 @@ from cdc_sync.errors import (
 )
 from cdc_sync.records import TableId, TableSchema
 from cdc_sync.runtime.classify import classify
+from cdc_sync.runtime.cycle_check import refused
 from cdc_sync.runtime.events import EVENTS
 from cdc_sync.runtime.lease import (
     LeaseKeeper,
@@ -409,6 +410,12 @@ def run_all(
     config: Config, names: list[str], stop: StopFlag, until_caught_up: bool
 ) -> list[Outcome]:
     """Each pipeline in its own thread with its own connections; one failing stops only itself."""
+    # Before anything is made anywhere: pipelines of this config that feed each other in a
+    # cycle (looked at over all of them: `-p` cannot dodge it) fail; the others run.
+    results = {
+        n: _failed(n, e, logs.get().bind(pipeline=n)) for n, e in refused(config, names).items()
+    }
+    todo = [n for n in names if n not in results]
     # The writer thread waits on the target many times per batch (COPY chunks, statements).
     # With the default 5 ms switch interval it then waits up to 5 ms more for the GIL held by
     # the decoding thread, each time: measured as the main bottleneck of a backlog drain.
@@ -419,14 +426,14 @@ def run_all(
     # time (measured). Start-up objects are frozen out of collection; passes are rarer.
     gc.freeze()
     gc.set_threshold(*_GC_THRESHOLDS)
-    if len(names) == 1:
-        return [run_pipeline(config, names[0], stop, until_caught_up)]
-    results: dict[str, Outcome] = {}
+    if len(todo) == 1:  # in the main thread
+        results[todo[0]] = run_pipeline(config, todo[0], stop, until_caught_up)
+        todo = []
 
     def work(n: str) -> None:
         results[n] = run_pipeline(config, n, stop, until_caught_up)
 
-    threads = [threading.Thread(target=work, args=(n,), name=f"pipeline-{n}") for n in names]
+    threads = [threading.Thread(target=work, args=(n,), name=f"pipeline-{n}") for n in todo]
     for t in threads:
         t.start()
     for t in threads:
