@@ -139,13 +139,13 @@ class PostgresWriter:
         if copy and self._copy(cur, group):
             return
         kind = group.kind
-        if kind is Kind.UPSERT or kind is Kind.DELETE:
-            cols = (
-                range(len(group.schema.columns))
-                if kind is Kind.UPSERT
-                else group.schema.key_indexes
-            )
-            for sql, params, _ in self._batches(group, cols):
+        if kind is Kind.UPSERT:
+            for sql, params, _ in self._batches(group, range(len(group.schema.columns))):
+                cur.execute(sql, params)
+        elif kind is Kind.DELETE:
+            # A delete's rows are its keys alone, in key order (the key's columns need not
+            # be the table's first ones, nor in table order).
+            for sql, params, _ in self._batches(group, group.schema.key_indexes, keys=True):
                 cur.execute(sql, params)
         elif kind is Kind.UPDATE:
             self._update(cur, group)
@@ -207,22 +207,26 @@ class PostgresWriter:
 
     # -- rows as a relation ------------------------------------------------------------
 
-    def _batches(self, group: Group, cols: Sequence[int]) -> Iterator[tuple[bytes, list[Any], int]]:
-        """(statement, params, row count) per chunk of the group's rows, restricted to ``cols``."""
+    def _batches(
+        self, group: Group, cols: Sequence[int], keys: bool = False
+    ) -> Iterator[tuple[bytes, list[Any], int]]:
+        """(statement, params, row count) per chunk of the group's rows, restricted to ``cols``;
+        ``keys``: the rows are key tuples, holding exactly ``cols``' values in that order."""
         schema = group.schema
         rows = list(group.rows.values())
-        every = len(cols) == len(schema.columns)
+        every = keys or len(cols) == len(schema.columns)
+        at = range(len(cols)) if keys else cols  # where each column's value is in a row
         if not any(schema.columns[i].type.array_dims for i in cols):
             for chunk in _chunks(rows, _UNNEST_ROWS):
                 if every:
                     params = [list(c) for c in zip(*chunk, strict=True)]
                 else:
-                    params = [[r[i] for r in chunk] for i in cols]
+                    params = [[r[i] for r in chunk] for i in at]
                 yield self._statement(group, cols, None), params, len(chunk)
             return
         size = max(1, min(_VALUES_ROWS, _MAX_PARAMS // len(cols)))
         for chunk in _chunks(rows, size):
-            params = [r[i] for r in chunk for i in cols]
+            params = [r[i] for r in chunk for i in at]
             yield self._statement(group, cols, len(chunk)), params, len(chunk)
 
     def _relation(self, group: Group, cols: Sequence[int], n: int | None) -> str:
