@@ -85,6 +85,12 @@ class SnapshotStore:
         q = sa.select(sa.func.count()).where(t.c.pipeline == self.pipeline, t.c.kind == INITIAL)
         return bool(conn.execute(q).scalar())
 
+    def initial_tables(self, conn: sa.Connection) -> set[TableId]:
+        """Tables an initial snapshot of this pipeline ever began to copy."""
+        t = self.table
+        q = sa.select(t.c.source_table).where(t.c.pipeline == self.pipeline, t.c.kind == INITIAL)
+        return {TableId.parse(str(r[0])) for r in conn.execute(q.distinct())}
+
     def begin(
         self,
         conn: sa.Connection,

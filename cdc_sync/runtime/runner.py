@@ -51,7 +51,7 @@ from cdc_sync.runtime.pipeline import PipelineLoop, log_schema
 from cdc_sync.runtime.resnapshot import Resnapshot
 from cdc_sync.runtime.rules import PipelineRules
 from cdc_sync.runtime.self_loop import check_not_itself
-from cdc_sync.runtime.snapshot import InitialSnapshot, OnProgress
+from cdc_sync.runtime.snapshot import InitialSnapshot, OnProgress, late_copy
 from cdc_sync.runtime.snapshot import plan as snapshot_plan
 from cdc_sync.runtime.source_identity import check_source_identity
 from cdc_sync.runtime.stop import STOP_GRACE_SECONDS, StopFlag
@@ -121,12 +121,16 @@ def run_once(
             # Target-shaped schemas (renames, drops, constants, casts): what the sink creates.
             shaped = {t: tt.schema for t, tt in rules.compile_all(schemas).items()}
             snaps = SnapshotStore(name, schema=tc.state_schema)
+            ever = snaps.initial_started(conn)
             action = snapshot_plan(
-                pc.snapshot,
-                cp,
-                snaps.tasks(conn, INITIAL, active_only=True),
-                snaps.initial_started(conn),
+                pc.snapshot, cp, snaps.tasks(conn, INITIAL, active_only=True), ever
             )
+            copy = late_copy(
+                mode=pc.snapshot, action=action, cp=cp, source=source, snaps=snaps,
+                conn=conn, schemas=schemas, ever_copied=ever, log=log,
+            )  # fmt: skip
+            if copy:
+                action = "again"
             if cp is None and action == "none":
                 cp = _initial_checkpoint(conn, checkpoints, source, token)
             link, tag = _link_parts(config, name, conn, log)
@@ -172,7 +176,7 @@ def run_once(
                     conn=conn,
                     checkpoints=checkpoints,
                     store=snaps,
-                    schemas=schemas,
+                    schemas={t: schemas[t] for t in copy} if copy else schemas,
                     chunk_rows=pc.snapshot_chunk_rows,
                     token=token,
                     log=log,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +51,64 @@ def plan(mode: str, cp: Checkpoint | None, active: list[SnapshotTask], ever_star
         return "again"
     del ever_started  # initial with a checkpoint: copied before, or streamed before 0.5
     return "none"
+
+
+def late_tables(
+    *,
+    mode: str,
+    action: str,
+    cp: Checkpoint | None,
+    tables: Iterable[TableId],
+    unstreamed: AbstractSet[TableId],
+    copied: AbstractSet[TableId] | None,
+) -> list[TableId]:
+    """Tables a pipeline that streams already must copy before it goes on (``snapshot:
+    initial`` only): those whose changes the stream did not carry (``unstreamed``: added to
+    the publication just now) and, when its initial snapshot ran (``copied`` not None: the
+    tables it copied), tables added to the config since. Without the copy their rows from
+    before would never reach the target. Read from a view newer than the checkpoint, as a
+    resumed copy is: the replayed changes converge on the source's rows."""
+    if mode != "initial" or action != "none" or cp is None:
+        return []
+    late = [t for t in tables if t in unstreamed or (copied is not None and t not in copied)]
+    return sorted(late, key=str)
+
+
+def late_copy(
+    *,
+    mode: str,
+    action: str,
+    cp: Checkpoint | None,
+    source: Source,
+    snaps: SnapshotStore,
+    conn: Connection,
+    schemas: Mapping[TableId, TableSchema],
+    ever_copied: bool,
+    log: Any,
+) -> list[TableId]:
+    """Tables to copy before streaming on (see ``runtime.snapshot.late_tables``), logged;
+    with ``snapshot: never`` the same tables are only warned about."""
+    unstreamed = source.tables_unstreamed()
+    copied = snaps.initial_tables(conn) if ever_copied else None
+    late = late_tables(
+        mode=mode, action=action, cp=cp, tables=schemas, unstreamed=unstreamed, copied=copied
+    )
+    if late:
+        log.warning(
+            "tables_copied_before_streaming",
+            tables=[str(t) for t in late],
+            reason="newly configured, or dropped and created again at the source: their "
+            "earlier rows are not in the stream",
+        )
+    elif mode == "never" and unstreamed:
+        log.warning(
+            "tables_not_copied",
+            tables=sorted(str(t) for t in unstreamed),
+            reason="newly published (configured, or dropped and created again): their rows "
+            "from before this start are not in the stream and snapshot is never; copy them "
+            "yourself or run `cdc-sync verify --repair`",
+        )
+    return late
 
 
 class InitialSnapshot:

@@ -83,6 +83,12 @@ class Source(Protocol):
         """Create what is missing (when ``create``), validate, and return the table schemas."""
         ...
 
+    def tables_unstreamed(self) -> frozenset[TableId]:
+        """Configured tables whose changes the stream did not carry until ``prepare`` (a
+        PostgreSQL table it added to an existing publication: newly configured, or dropped
+        and created again). Their rows must be copied, or the target misses them."""
+        ...
+
     def table_schemas(self) -> Mapping[TableId, TableSchema]:
         """The configured tables' schemas read from the catalog, creating nothing (no slot,
         no publication). Raises like ``prepare`` on table problems (NoKeyError,

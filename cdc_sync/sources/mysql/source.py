@@ -162,6 +162,11 @@ class MysqlCapture:
         # Callers compile rules for what we return: the signal table is not theirs.
         return {t: s for t, s in schemas.items() if t != self._signal}
 
+    def tables_unstreamed(self) -> frozenset[TableId]:
+        # The binlog holds every table's changes whatever the config said when they were
+        # written: a newly configured table's changes since the checkpoint are all there.
+        return frozenset()
+
     def table_schemas(self) -> Mapping[TableId, TableSchema]:
         """The configured tables' schemas from information_schema, without the settings checks."""
         try:

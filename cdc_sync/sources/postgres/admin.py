@@ -90,18 +90,20 @@ def _fix_slot_sql(slot: str) -> str:
     return f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');"
 
 
-def ensure_publication(conn: Conn, publication: str, tables: Sequence[TableId]) -> bool:
-    """Create or align the publication to exactly ``tables``; True when something changed.
+def ensure_publication(conn: Conn, publication: str, tables: Sequence[TableId]) -> set[TableId]:
+    """Create or align the publication to exactly ``tables``; returns the tables added to a
+    publication that existed: their changes before now were never sent (a table newly
+    configured, or dropped and created again, which took it out of the publication).
 
     Made with publish_via_partition_root, so that a partitioned table's changes arrive
     under its own name (one pipeline entry for all its partitions, present and future)."""
-    changed = _via_root_missing(conn, publication, tables)
-    if changed:  # first: with it off, pg_publication_tables lists partitions, not the table
+    if _via_root_missing(conn, publication, tables):
+        # First: with it off, pg_publication_tables lists partitions, not the table.
         conn.execute(sql.SQL("ALTER PUBLICATION {} SET (" + _VIA_ROOT + ")").format(
             sql.Identifier(publication)))  # fmt: skip
     current = published_tables(conn, publication)
     if current == set(tables):
-        return changed
+        return set()
     if current is None:
         conn.execute(
             sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (" + _VIA_ROOT + ")").format(
@@ -114,7 +116,14 @@ def ensure_publication(conn: Conn, publication: str, tables: Sequence[TableId]) 
                 sql.Identifier(publication), _table_list(tables)
             )
         )
-    return True
+    return set() if current is None else set(tables) - current
+
+
+def unpublished(conn: Conn, publication: str, tables: Sequence[TableId]) -> list[TableId]:
+    """Configured tables the publication no longer holds: dropped (and maybe created again:
+    a new table is not in any publication) or renamed since the pipeline started."""
+    current = published_tables(conn, publication) or set()
+    return sorted((t for t in tables if t not in current), key=str)
 
 
 def ensure_slot(conn: Conn, slot: str) -> bool:

@@ -36,6 +36,9 @@ from cdc_sync.sources.postgres.xids import XidSnapshot
 
 _IDLE = Idle()
 _DRAINED = Idle(drained=True)
+# How often the stream checks that every configured table is still published: rows
+# written to a table created again in the meantime are copied at the restart that follows.
+PUBLICATION_CHECK_SECONDS = 5.0
 
 
 def _as_lsn(position: Position | None, what: str) -> PgLsn | None:
@@ -87,6 +90,8 @@ class PostgresSource:
         self._heartbeat = heartbeat_seconds
         self._next_heartbeat = 0.0
         self._heartbeat_problem: str | None = None
+        self._unstreamed: frozenset[TableId] = frozenset()
+        self._next_publication_check = 0.0
 
     # -- the normal (catalog) connection ---------------------------------------------------
 
@@ -156,7 +161,8 @@ class PostgresSource:
             problems += self._encoding_problem(conn)
             if not problems and create:
                 # Publication before slot: see admin.ensure_slot.
-                admin.ensure_publication(conn, self._publication, captured)
+                added = admin.ensure_publication(conn, self._publication, captured)
+                self._unstreamed = frozenset(added & set(self._tables))
                 admin.ensure_slot(conn, self._slot)
         except psycopg.Error as e:
             raise classify(e, "cannot prepare the source database") from e
@@ -169,6 +175,9 @@ class PostgresSource:
             )
         self._schemas = schemas
         return self._public(schemas)
+
+    def tables_unstreamed(self) -> frozenset[TableId]:
+        return self._unstreamed
 
     def table_schemas(self) -> Mapping[TableId, TableSchema]:
         """The configured tables' schemas from the catalog; creates no slot or publication."""
@@ -276,6 +285,7 @@ class PostgresSource:
                     # Between transactions, everything before wal_end has been sent to us.
                     if not decoder.in_transaction:
                         self._maybe_heartbeat()
+                        self._check_publication()
                         yield Heartbeat(PgLsn(lsn))
                 elif kind == DRAINED:
                     if not decoder.in_transaction:
@@ -283,12 +293,34 @@ class PostgresSource:
                 else:
                     if not decoder.in_transaction:
                         self._maybe_heartbeat()
+                        self._check_publication()
                     yield _IDLE
         finally:
             # An abandoned or failed iteration must not leave a walsender holding the slot.
             if self._stream is stream:
                 self._stream = None
             stream.close()
+
+    def _check_publication(self) -> None:
+        """Every few seconds, between transactions: a configured table that left the
+        publication (dropped, maybe created again, or renamed) sends nothing any more, so
+        the pipeline restarts (a transient error): the start adds a re-created table back
+        and copies its rows, and stops, naming it, on a table that is gone."""
+        now = time.monotonic()
+        if now < self._next_publication_check:
+            return
+        self._next_publication_check = now + PUBLICATION_CHECK_SECONDS
+        try:
+            gone = admin.unpublished(self._catalog(), self._publication, self._tables)
+        except psycopg.Error as e:
+            raise classify(e, "cannot read the publication's tables") from e
+        if gone:
+            names = ", ".join(str(t) for t in gone)
+            raise TransientError(
+                f"configured table(s) {names} left the publication {self._publication!r} "
+                "(dropped and created again, or renamed, at the source): restarting the "
+                "pipeline to take them up again"
+            )
 
     def _maybe_heartbeat(self) -> None:
         """Emit the heartbeat message when it is due (only ever between transactions: the
