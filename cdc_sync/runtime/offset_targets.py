@@ -94,7 +94,7 @@ def _postgres(config: Config, pipeline: str, sc: PostgresSource, to: str) -> Res
         target = _as(to, PgLsn, "an LSN such as 0/16B3748, latest or earliest")
     if target < confirmed:
         raise PermanentError(
-            f"{target} is before replication slot {slot!r}'s confirmed point {confirmed}: a "
+            f"{target} is before the confirmed point {confirmed} of replication slot {slot!r}: a "
             "logical slot cannot go backwards, the changes before it are no longer available "
             f"(earliest possible: {confirmed.body()}; to start over, re-snapshot)"
         )

@@ -120,7 +120,7 @@ def verify(
             try:
                 _run(config, pipeline, conn, source, chosen=chosen, report=report, settle=settle)
             except Exception as e:
-                err = classify(e, f"pipeline {pipeline}: verify")
+                err = classify(e, "verify")
                 report.status, report.error = "error", str(err)
                 report.finished_at = datetime.now(UTC)
                 conn.rollback()
@@ -133,7 +133,7 @@ def verify(
     except CdcSyncError:
         raise
     except Exception as e:
-        raise classify(e, f"pipeline {pipeline}: verify") from e
+        raise classify(e, "verify") from e
     finally:
         source.close()
         engine.dispose()

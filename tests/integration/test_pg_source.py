@@ -384,12 +384,13 @@ def test_unsupported_type(source_dsn: str, make_source: Any) -> None:
 
 
 def test_all_problems_at_once_and_missing_table(source_dsn: str, make_source: Any) -> None:
-    sql(source_dsn, "CREATE TABLE geo (id int PRIMARY KEY, p point)")
+    sql(source_dsn, "CREATE TABLE geo (id int PRIMARY KEY, p point, r int4range, m money)")
     src = make_source("geo", "public.missing", may_create=False)
     problems = src.problems()
     text = "\n".join(problems)
     assert "configured table public.missing does not exist" in text
     assert "'p' has type 'point'" in text
+    assert "'r' has type 'range type int4range'" in text and "'m' has type 'money'" in text
     assert f"SELECT pg_create_logical_replication_slot('{src._slot}', 'pgoutput');" in text
     assert "CREATE PUBLICATION" in text
     with pytest.raises(PermanentError) as ei:

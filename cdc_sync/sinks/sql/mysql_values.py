@@ -45,7 +45,7 @@ def _bool(v: bool) -> str:
 
 def _float(v: float) -> str:
     if not math.isfinite(v):
-        raise Refused("NaN and Infinity have no MySQL value")
+        raise Refused("is NaN or Infinity, which MySQL cannot store")
     return repr(float(v))
 
 
@@ -61,7 +61,7 @@ def _fixed_bytes(ct: ColumnType) -> Literal:
         # values always have n bytes; a custom function's may not). A longer one the server
         # refuses (1406, strict mode), as for VARBINARY(n).
         if len(v) < n:
-            raise Refused(f"shorter than BINARY({n}), which would pad it with zero bytes")
+            raise Refused(f"is shorter than BINARY({n}), which would pad it with zero bytes")
         return _bytes(v)
 
     return lit
@@ -69,7 +69,7 @@ def _fixed_bytes(ct: ColumnType) -> Literal:
 
 def _bit(v: str) -> str:
     if not v or v.strip("01"):
-        raise Refused("not a bit string")
+        raise Refused("is not a bit string")
     return "b'" + v + "'"
 
 
@@ -79,7 +79,7 @@ def _decimal(ct: ColumnType) -> Literal:
 
     def lit(v: Decimal) -> str:
         if not v.is_finite():
-            raise Refused("NaN and Infinity have no MySQL DECIMAL value")
+            raise Refused("is NaN or Infinity, which a MySQL DECIMAL cannot hold")
         _, digits, exp = v.as_tuple()
         assert isinstance(exp, int)
         extra = -exp - s  # decimals beyond the column's scale: fine only if all zeros
@@ -113,7 +113,7 @@ def _duration(ct: ColumnType) -> Literal:
 
     def lit(v: timedelta) -> str:
         if abs(v) > _TIME_MAX:
-            raise Refused("outside the TIME range ±838:59:59.999999")
+            raise Refused("is outside the TIME range ±838:59:59.999999")
         if v.microseconds % step:
             raise Refused("has more fractional digits than the column")
         sign = "-" if v < timedelta(0) else ""

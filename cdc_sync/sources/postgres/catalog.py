@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import psycopg
 
-from cdc_sync.errors import CdcSyncError, NoKeyError, PermanentError
+from cdc_sync.errors import CdcSyncError, NoKeyError, PermanentError, UnsupportedTypeError
 from cdc_sync.records import Column, TableId, TableSchema
 from cdc_sync.sources.postgres.types import PgType, TypeResolver
 
@@ -110,6 +110,14 @@ def _no_key(conn: psycopg.Connection[tuple[object, ...]], table: TableId, oid: i
     )
 
 
+class UnsupportedColumns(PermanentError):
+    """Several columns of one table have types that cannot be replicated."""
+
+    def __init__(self, errors: Sequence[UnsupportedTypeError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = list(errors)
+
+
 def read_schema(
     conn: psycopg.Connection[tuple[object, ...]], table: TableId, resolver: TypeResolver
 ) -> TableSchema:
@@ -132,12 +140,20 @@ def read_schema(
             "its changes are not written to the WAL, so logical replication cannot capture "
             "them" + (f"; fix: ALTER TABLE {qualified(table)} SET LOGGED;" if unlogged else "")
         )
-    columns = []
+    columns, unsupported = [], []
     for name, typoid, typmod, notnull, ndims in conn.execute(_COLS_SQL, (oid,)).fetchall():
-        ctype, _ = resolver.resolve(
-            int(str(typoid)), int(str(typmod)), str(table), str(name), int(str(ndims))
-        )
+        try:
+            ctype, _ = resolver.resolve(
+                int(str(typoid)), int(str(typmod)), str(table), str(name), int(str(ndims))
+            )
+        except UnsupportedTypeError as e:  # every such column at once, not one per run
+            unsupported.append(e)
+            continue
         columns.append(Column(str(name), ctype, nullable=not notnull))
+    if len(unsupported) == 1:
+        raise unsupported[0]
+    if unsupported:
+        raise UnsupportedColumns(unsupported)
     flag = "indisreplident" if replident == "i" else "indisprimary"
     key = tuple(str(r[0]) for r in conn.execute(_KEY_SQL.format(flag=flag), (oid,)).fetchall())
     if replident == "n" or not key:
@@ -156,6 +172,8 @@ def read_schemas(
     for table in tables:
         try:
             schemas[table] = read_schema(conn, table, resolver)
+        except UnsupportedColumns as e:
+            problems.extend(e.errors)
         except CdcSyncError as e:  # collected: the operator gets every problem at once
             problems.append(e)
     return schemas, problems + _nested_partitions(conn, tables)
