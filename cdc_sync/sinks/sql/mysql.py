@@ -18,6 +18,8 @@ from cdc_sync.sinks.sql.plan import Group, Kind
 # (4 MiB on old servers, 16 MiB on MariaDB 10.11, 64 MiB on MySQL 8), and large enough that
 # per-statement overhead is small (measured: 256 KiB and 1 MiB perform alike here).
 _STATEMENT_BYTES = 1 << 20
+# Room left in a packet for a statement's text around one row (names, ON DUPLICATE KEY ...).
+_STATEMENT_ROOM = 64 << 10
 _MATCHED = re.compile(rb"Rows matched: (\d+)")
 
 
@@ -39,8 +41,18 @@ class MySqlWriter:
     def __init__(self) -> None:
         self._literals: dict[tuple[TableId, TableSchema], tuple[Literal, ...]] = {}
         self._sql: dict[tuple[object, ...], tuple[str, str]] = {}
+        self._row_chars = 0  # rows longer than this are measured in bytes (see _too_big)
+        self._packet = 0
 
     def execute(self, cur: pymysql.cursors.Cursor, group: Group) -> None:
+        if not self._packet:
+            # A statement over the server's max_allowed_packet is not refused with an error
+            # the row could be blamed for: the server drops the connection, which looked
+            # transient and was retried for ever. Read once; the server's global value.
+            cur.execute("SELECT @@max_allowed_packet")
+            row = cur.fetchone()
+            self._packet = int(row[0]) if row else 4 << 20
+            self._row_chars = (self._packet - _STATEMENT_ROOM) // 4  # utf8mb4: <= 4 bytes
         try:
             kind = group.kind
             if kind is Kind.UPSERT:
@@ -85,13 +97,32 @@ class MySqlWriter:
     def _tuple(self, group: Group, row: Row, cols: Sequence[int]) -> str:
         lits = self._lits(group)
         try:
-            return (
+            text = (
                 "("
                 + ",".join(["NULL" if (v := row[i]) is None else lits[i](v) for i in cols])
                 + ")"
             )
         except Refused:
             raise self._refused(group, row, cols) from None
+        if len(text) > self._row_chars:
+            self._too_big(group, text)
+        return text
+
+    def _too_big(self, group: Group, text: str) -> None:
+        """A row whose statement cannot fit into one packet of the server: a dead letter
+        (or a stop, by on_error) that says what to change, never a retry loop."""
+        size = len(text.encode())
+        if size + _STATEMENT_ROOM <= self._packet:
+            return
+        reason = "the row is larger than the server's max_allowed_packet"
+        raise TargetRowError(
+            f"target table {group.target}: {reason} ({size} bytes as SQL, the server takes "
+            f"{self._packet}); fix: SET GLOBAL max_allowed_packet = "
+            f"{min(1 << 30, (size + _STATEMENT_ROOM) * 2)}; (and in the server's config), "
+            "then `cdc-sync dlq retry`",
+            code="1153",
+            reason=reason,
+        )
 
     def _refused(self, group: Group, row: Row, cols: Sequence[int]) -> RowLevelError:
         """Which column refused (found again off the hot path), named with its type."""
@@ -200,6 +231,8 @@ class MySqlWriter:
             )
         except Refused:
             raise self._refused(group, row, range(len(schema.columns))) from None
+        if len(sets) > self._row_chars:
+            self._too_big(group, sets)
         return sets, where
 
     def _update(self, cur: pymysql.cursors.Cursor, group: Group) -> None:
