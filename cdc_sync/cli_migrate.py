@@ -8,7 +8,7 @@ import click
 import psycopg
 import pymysql
 import sqlalchemy as sa
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from cdc_sync.cli_common import (
     EXIT_CONFIG,
@@ -53,7 +53,12 @@ def migrate(config_path: str | None, pipelines: tuple[str, ...], owner_dsn_env: 
         done.add(tname)
         target = cfg.targets[tname]
         if owner is not None:
-            swapped = target.model_copy(update={"dsn": SecretStr(owner)})
+            try:  # validated as the config's DSNs are: a message with no part of it
+                swapped = type(target).model_validate({**dict(target), "dsn": SecretStr(owner)})
+            except ValidationError as e:
+                errs = e.errors(include_url=False, include_input=False)
+                msgs = [str(err["msg"]).removeprefix("Value error, ") for err in errs]
+                _fail(EXIT_CONFIG, [f"--owner-dsn-env {owner_dsn_env}: {m}" for m in msgs])
             cfg = cfg.model_copy(update={"targets": {**cfg.targets, tname: swapped}})
         engine = target_engine(cfg, name)
         try:

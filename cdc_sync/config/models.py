@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from cdc_sync.config.dsn import parse_mysql_dsn
+from cdc_sync.config.dsn import check_postgres_dsn, parse_mysql_dsn
 from cdc_sync.config.links import LinkConfig, LinkRole, expand, link_roles
 from cdc_sync.config.rules import TableRules
 
@@ -29,6 +29,12 @@ class PostgresSource(_Model):
     # pg_logical_emit_message every N seconds so the slot advances while the published
     # tables are idle and others are busy (None: off).
     heartbeat_seconds: float | None = Field(default=30.0, gt=0)
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: SecretStr) -> SecretStr:
+        check_postgres_dsn(v.get_secret_value())
+        return v
 
 
 class MysqlSource(_Model):
@@ -53,6 +59,12 @@ class PostgresTarget(_Model):
     dsn: SecretStr
     create_tables: bool = True
     state_schema: str | None = Field(default=None, pattern=_NAME)
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: SecretStr) -> SecretStr:
+        check_postgres_dsn(v.get_secret_value())
+        return v
 
 
 class MysqlTarget(_Model):
