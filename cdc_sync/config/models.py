@@ -13,6 +13,10 @@ from cdc_sync.config.rules import TableRules
 
 _NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,40}$"
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$")
+_TABLE_RULE = (
+    "each part a letter or _ then letters, digits, _ or $, case kept, no quotes; a name "
+    "that needs quoting (spaces, dots, dashes) is not supported: rename it"
+)
 
 
 class _Model(BaseModel):
@@ -95,7 +99,7 @@ class TableConfig(TableRules):
     @classmethod
     def _qualified(cls, v: str | None) -> str | None:
         if v is not None and not _TABLE.match(v):
-            raise ValueError(f"expected schema.table, got {v!r}")
+            raise ValueError(f"expected schema.table ({_TABLE_RULE}), got {v!r}")
         return v
 
 
@@ -169,7 +173,7 @@ class PipelineConfig(_Model):
     @classmethod
     def _signal_table(cls, v: str | None) -> str | None:
         if v is not None and not _TABLE.match(v):
-            raise ValueError(f"expected schema.table, got {v!r}")
+            raise ValueError(f"expected schema.table ({_TABLE_RULE}), got {v!r}")
         return v
 
     @model_validator(mode="before")
@@ -199,7 +203,7 @@ class PipelineConfig(_Model):
             raise ValueError("at least one table is required")
         bad = [k for k in v if not _TABLE.match(k)]
         if bad:
-            raise ValueError(f"expected schema.table names, got {bad}")
+            raise ValueError(f"expected schema.table names ({_TABLE_RULE}), got {bad}")
         return v
 
 
