@@ -30,6 +30,9 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
+_HANDLER = "cdc-sync"
+
+
 def setup(level: str = "INFO", fmt: str = "auto") -> None:
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: Any = (
@@ -50,6 +53,39 @@ def setup(level: str = "INFO", fmt: str = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    # Libraries log through the standard library (psycopg: "error ignored terminating
+    # <psycopg.Pipeline …>"): the same lines as ours (JSON, redacted), not raw text in a
+    # JSON log that a collector would drop or choke on. Their warnings and errors only.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _no_traceback,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _redact,
+                renderer,
+            ],
+        )
+    )
+    handler.set_name(_HANDLER)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER]:  # a second setup
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
+def _no_traceback(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # A driver's exception text can quote row values ("Duplicate entry 'x'"): its type only.
+    exc = event.pop("exc_info", None)
+    if isinstance(exc, tuple) and exc[0] is not None:
+        event["error_class"] = exc[0].__name__
+    return event
 
 
 def get(name: str | None = None) -> Any:
