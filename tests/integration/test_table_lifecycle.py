@@ -123,3 +123,55 @@ def test_pg_table_renamed_while_running_stops_then_resumes_under_the_new_name(
     assert _rows(target_dsn, "t") == _rows(source_dsn, "t_archive") == [
         (1, "a"), (2, "b"), (3, "c"), (4, "d")
     ]  # fmt: skip
+
+
+def test_mysql_table_renamed_while_running_stops_then_resumes_under_the_new_name(
+    my_source_dsn: str, target_dsn: str, tmp_path: Path
+) -> None:
+    db = my_source_dsn.rsplit("/", 1)[1]
+    execute(my_source_dsn, T, "INSERT INTO t VALUES (1, 'a')")
+    r = Route(tmp_path, my_source_dsn, target_dsn, {f"{db}.t": "public.t"})
+    r.drain()
+    proc = r.start()
+    try:
+        execute(my_source_dsn, "INSERT INTO t VALUES (2, 'b')")
+        wait_until(lambda: len(_rows(target_dsn)) == 2)
+        execute(
+            my_source_dsn, "RENAME TABLE t TO t_archive", "INSERT INTO t_archive VALUES (3, 'c')"
+        )
+        assert proc.wait(timeout=60) == 1
+    finally:
+        if proc.poll() is None:
+            kill(proc)
+    assert f"configured table {db}.t was renamed at the source" in r.log.read_text()
+    execute(my_source_dsn, "UPDATE t_archive SET v = 'b2' WHERE id = 2")
+    renamed = Route(tmp_path, my_source_dsn, target_dsn, {f"{db}.t_archive": "public.t"})
+    renamed.drain()
+    assert _rows(target_dsn) == _rows(my_source_dsn, "t_archive") == [
+        (1, "a"), (2, "b2"), (3, "c")
+    ]  # fmt: skip
+
+
+def test_mysql_online_schema_change_swap_keeps_streaming(
+    my_source_dsn: str, target_dsn: str, tmp_path: Path
+) -> None:
+    """gh-ost / pt-online-schema-change: the configured name exists again right after the
+    swap, so the pipeline goes on."""
+    db = my_source_dsn.rsplit("/", 1)[1]
+    execute(my_source_dsn, T, "INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+    r = Route(tmp_path, my_source_dsn, target_dsn, {f"{db}.t": "public.t"})
+    r.drain()
+    proc = r.start()
+    try:
+        execute(
+            my_source_dsn,
+            "CREATE TABLE t_new (id int PRIMARY KEY, v varchar(40))",
+            "INSERT INTO t_new SELECT * FROM t",
+            "RENAME TABLE t TO t_old, t_new TO t",
+            "INSERT INTO t VALUES (3, 'after the swap')",
+        )
+        wait_until(lambda: len(_rows(target_dsn)) == 3)
+        assert proc.poll() is None
+    finally:
+        assert kill(proc, signal.SIGTERM) == 0
+    assert _rows(target_dsn) == _rows(my_source_dsn)

@@ -26,6 +26,7 @@ from cdc_sync.records import (
     TxCommit,
 )
 from cdc_sync.sources.mysql.columns import build_schema, key_from_table_map, specs_from_table_map
+from cdc_sync.sources.mysql.ddl_names import tables_gone
 from cdc_sync.sources.mysql.events import DeleteRows, MariaGtid, UpdateRows, WriteRows, Xid
 from cdc_sync.sources.mysql.gtids import GtidState
 from cdc_sync.sources.mysql.rows import RowDecoder
@@ -96,6 +97,9 @@ class BinlogDecoder:
         tinyint1_columns: Callable[[TableId], set[str]] | None = None,
     ) -> None:
         self._tables = frozenset(tables)  # the tables whose rows are emitted
+        # Called when a DDL statement renames or drops one of them (the source decides
+        # whether that stops the pipeline: the table may exist again by now).
+        self.on_table_gone: Callable[[TableId, str, Position], None] | None = None
         self._marker, self._skip_origins = marker, skip_origins
         self._mapped = (self._tables | {marker}) if marker else self._tables
         self.file, self.pos = start.file, start.pos
@@ -209,6 +213,11 @@ class BinlogDecoder:
         m = _TRUNCATE.match(query)
         if m and not tx.skip:
             out += self._truncate(schema, m, tx)
+        elif self.on_table_gone is not None and q.startswith(("RENAME", "ALTER", "DROP")):
+            default = schema.decode() if isinstance(schema, bytes) else str(schema)
+            for table, what in tables_gone(query, default):
+                if table in self._tables:
+                    self.on_table_gone(table, what, self.position())
         return out + self._commit()
 
     def _truncate(self, schema_raw: Any, m: re.Match[str], tx: _Tx) -> list[SourceEvent]:

@@ -162,6 +162,28 @@ class MysqlCapture:
         # Callers compile rules for what we return: the signal table is not theirs.
         return {t: s for t, s in schemas.items() if t != self._signal}
 
+    def _table_gone(self, table: TableId, what: str, at: Position) -> None:
+        """A configured table was renamed or dropped: its rows would no longer be read
+        under the configured name. Unless a table of that name exists again by now (a
+        re-created table, an online schema change's swap), stop and say so."""
+        try:
+            found = catalog.query(
+                self._catalog(),
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = %s "
+                "AND table_name = %s",
+                (table.schema, table.name),
+            )
+        except pymysql.MySQLError as e:
+            raise classify(e, "cannot read the source catalog") from e
+        if not found:
+            raise PermanentError(
+                f"configured table {table} was {what} at the source (at {at.to_text()}) and "
+                "no table of that name exists now: cdc-sync stops rather than miss its rows. "
+                "Renamed: put the new name in the config (same target table) and start again "
+                "(with snapshot: initial its rows are copied first); dropped on purpose: remove it "
+                "from the config"
+            )
+
     def tables_unstreamed(self) -> frozenset[TableId]:
         # The binlog holds every table's changes whatever the config said when they were
         # written: a newly configured table's changes since the checkpoint are all there.
@@ -284,6 +306,7 @@ class MysqlCapture:
             tinyint1_columns=self._tinyint1_columns,
         )  # fmt: skip
         decoder.known_schemas(self._schemas)
+        decoder.on_table_gone = self._table_gone
         self.close_stream()
         # The marker table's events pass the library's table filter too (never emitted).
         read = [*self._captured, self._marker] if self._marker else self._captured
