@@ -346,7 +346,10 @@ def test_existing_binary_columns_are_kept_widened_or_refused(
 ) -> None:
     """BINARY(n) read back from information_schema is the source's type: no DDL. A
     VARBINARY(n) made by an earlier version holds the same bytes: kept. A source that widens
-    BINARY(4) to BINARY(8) padded its rows; MODIFY pads the target's alike."""
+    BINARY(4) to BINARY(8) padded its rows; MODIFY pads the target's alike. A BINARY(4)
+    target for a BINARY(2) source is what that MODIFY makes, met again by the rows from
+    before the source's ALTER when they are replayed: kept (padded, as the source's were),
+    with a WARNING, never a stop for good (tests/integration/test_ddl_drift_routes.py)."""
     db = db_of(my_target_dsn)
     sink = SqlSink()
     with engine.connect() as conn:
@@ -359,8 +362,8 @@ def test_existing_binary_columns_are_kept_widened_or_refused(
         conn.commit()
         sink.apply(conn, [(rec(Op.INSERT, (1, b"ab\x00\x00"), _bin(4)), TableId(db, "fb"))])
         conn.commit()
-        with pytest.raises(PermanentError, match=r"column 'b' has type binary\(4\)"):
-            sink.ensure_table(conn, _bin(2), TableId(db, "fb"))  # would pad b'ab' to 4
+        assert not sink.ddl_would_commit(conn, _bin(2), TableId(db, "fb"))  # pads b'ab' to 4
+        sink.ensure_table(conn, _bin(2), TableId(db, "fb"))
         conn.rollback()
         sink.ensure_table(conn, _bin(8), TableId(db, "fb"))
         sink.ensure_table(conn, _bin(8), TableId(db, "old_vb"))

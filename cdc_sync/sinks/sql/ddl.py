@@ -13,9 +13,14 @@ from cdc_sync.errors import PermanentError
 from cdc_sync.records import Column, ColumnType, Kind, TableId, TableSchema
 from cdc_sync.sinks.sql.types import TypeMapper, enum_type_id, quote_ident
 
+# needs_value: a row written without a value for the column is refused (NOT NULL, and no
+# default, identity or generation expression gives it one). in_pk: part of the primary key.
 _COLUMNS = sa.text(
     """
-    SELECT a.attname, a.atttypid::bigint, format_type(a.atttypid, a.atttypmod)
+    SELECT a.attname, a.atttypid::bigint, format_type(a.atttypid, a.atttypmod),
+           a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = '',
+           EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary
+                   AND a.attnum = ANY (i.indkey))
     FROM pg_attribute a
     WHERE a.attrelid = to_regclass(:t) AND a.attnum > 0 AND NOT a.attisdropped
     ORDER BY a.attnum
@@ -65,9 +70,101 @@ def widened(target: TableId, column: str, was: str, now: str) -> None:
     )
 
 
+def made_nullable(target: TableId, column: str) -> None:
+    """Logged at WARNING: the daemon dropped a target column's NOT NULL (never values)."""
+    logs.get("cdc_sync.sinks").warning(
+        "target_column_made_nullable",
+        target_table=str(target),
+        column=column,
+        why="the column is NOT NULL without a default and the source table has no such "
+        "column (dropped at the source, or one only the target has): rows written from now "
+        "on leave it NULL, rows already there keep their values",
+    )
+
+
+def added_without_backfill(target: TableId, column: str) -> None:
+    """Logged at WARNING when a column is added to a target table that has rows: they get
+    NULL in it, while the source's ALTER may have given its rows a value (a DEFAULT). Neither
+    a Relation message nor a binlog table map carries the default, so it is not copied."""
+    logs.get("cdc_sync.sinks").warning(
+        "target_column_added_without_backfill",
+        target_table=str(target),
+        column=column,
+        why="rows already in the target table have NULL in the new column; if the source's "
+        "ALTER gave its existing rows a value (ADD COLUMN ... DEFAULT, NOT NULL), they differ "
+        "until each is updated",
+        fix="cdc-sync verify -c <config> -p <pipeline> --table <source table> --repair",
+    )
+
+
+def missing_column_problem(
+    target: TableId, column: str, in_key: bool, key: tuple[str, ...]
+) -> str | None:
+    """What stops rows into ``target`` whose ``column`` the source no longer sends and which
+    needs a value: None for a plain column (its NOT NULL is dropped instead)."""
+    if not in_key:
+        return None
+    return (
+        f"target table {target}: column {column!r} is part of the target's primary key, but "
+        f"the source table has no such column any more (dropped or renamed at the source?), "
+        f"so no row can be written; the source's key is ({', '.join(key)}): give the target "
+        "table that key (or map the table to a new target and re-snapshot it)"
+    )
+
+
+def no_key_index(
+    target: TableId, key: tuple[str, ...], unique: list[list[str]], names: tuple[str, ...]
+) -> PermanentError:
+    """No unique index on exactly the source key; says so plainly when the target's key
+    holds a column the source table no longer has (a key column dropped at the source)."""
+    msg = (
+        f"target table {target} has no primary key or unique index on exactly "
+        f"({', '.join(key)}), the source key; changes cannot be applied by key"
+    )
+    for cols in unique:
+        gone = [c for c in cols if c not in names]
+        if gone:
+            msg += (
+                f". Its unique key ({', '.join(cols)}) holds "
+                f"{', '.join(repr(c) for c in gone)}, which the source table no longer has "
+                "(a key column dropped or renamed at the source): re-key the target table on "
+                f"({', '.join(key)}), or map the table to a new target and re-snapshot it"
+            )
+            break
+    return PermanentError(msg)
+
+
 # Integer types by width, as format_type() spells them: a narrower one may be widened.
 _WIDER_INT = {"smallint": 0, "integer": 1, "bigint": 2, "numeric": 3}
+# Decimal digits every value of a source integer type needs, by its target base name
+# ("numeric": a MySQL BIGINT UNSIGNED, up to 18446744073709551615).
+_SOURCE_DIGITS = {"smallint": 5, "integer": 10, "bigint": 19, "numeric": 20}
+_INT_KINDS = frozenset(
+    {Kind.TINYINT, Kind.SMALLINT, Kind.MEDIUMINT, Kind.INTEGER, Kind.BIGINT, Kind.YEAR}
+)
+_NUMERIC = re.compile(r"^numeric(?:\((\d+),(\d+)\))?$")
 _MODS = re.compile(r"\((\d+)(?:,(\d+))?\)")
+
+
+def _target_digits(spelled: str) -> int | None:
+    """Integer digits every value of an existing integer or numeric column may have."""
+    if spelled in ("smallint", "integer", "bigint"):
+        return _SOURCE_DIGITS[spelled]
+    m = _NUMERIC.match(spelled)
+    if m is None:
+        return None
+    return 1 << 20 if m.group(1) is None else int(m.group(1)) - int(m.group(2))
+
+
+def _holds_ints(ct: ColumnType, base: str, spelled: str) -> bool:
+    """An integer source column into an existing integer / numeric column at least as wide
+    (a bigint the daemon widened it to for a later source type, or a DBA's numeric(20,0)):
+    every value fits exactly. As for varchar length and numeric precision, a wider target
+    is fine; only a narrower one is widened."""
+    if ct.array_dims or ct.kind not in _INT_KINDS or base not in _SOURCE_DIGITS:
+        return False
+    have = _target_digits(spelled)
+    return have is not None and have >= _SOURCE_DIGITS[base]
 
 
 def _needs_widening(ct: ColumnType, spelled: str) -> bool:
@@ -116,6 +213,8 @@ def _qualified(t: TableId) -> str:
 class _Existing:
     typid: int
     spelled: str  # format_type(), for messages
+    needs_value: bool  # NOT NULL without a default, identity or generation expression
+    in_pk: bool
 
 
 class TableMaker:
@@ -129,8 +228,8 @@ class TableMaker:
     def ensure(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
         qualified = _qualified(target)
         existing = {
-            name: _Existing(int(oid), spelled)
-            for name, oid, spelled in conn.execute(_COLUMNS, {"t": qualified})
+            name: _Existing(int(oid), spelled, bool(needs), bool(in_pk))
+            for name, oid, spelled, needs, in_pk in conn.execute(_COLUMNS, {"t": qualified})
         }
         for col in schema.columns:
             if col.type.kind is Kind.ENUM:
@@ -150,6 +249,43 @@ class TableMaker:
                 self._add_column(conn, col, target)
             else:
                 self._check_type(conn, col, have, target)
+        for name, have in existing.items():
+            if have.needs_value and name not in schema.names:
+                self._make_nullable(conn, schema, target, name, have)
+
+    def _make_nullable(
+        self, conn: sa.Connection, schema: TableSchema, target: TableId, name: str, have: _Existing
+    ) -> None:
+        """A NOT NULL column without a default that the source no longer sends (dropped at
+        the source, or never there: a DBA's column): every insert or update would be refused
+        (and become a dead letter). The README's promise is that such a column stays, NULL in
+        new rows; so its NOT NULL goes, logged at WARNING. Never for a primary key column."""
+        problem = missing_column_problem(target, name, have.in_pk, schema.key)
+        if problem is not None:
+            raise PermanentError(problem)
+        self._ddl(
+            conn,
+            target,
+            f"ALTER TABLE {_qualified(target)} ALTER COLUMN {quote_ident(name)} DROP NOT NULL",
+            f"column {name!r} is NOT NULL without a default and the source table no longer "
+            "has it, so every row written would be refused",
+        )
+        made_nullable(target, name)
+
+    def _ddl(self, conn: sa.Connection, target: TableId, sql: str, why: str) -> None:
+        """Run ``sql``; without the privilege (ALTER TABLE needs ownership of the table), stop
+        with the statement for the DBA to run."""
+        try:
+            # exec_driver_sql: no bind-parameter parsing, so ':' or '%' in names are harmless.
+            conn.exec_driver_sql(sql)
+        except sa.exc.DBAPIError as e:
+            if getattr(e.orig, "sqlstate", None) != "42501":
+                raise
+            primary = getattr(getattr(e.orig, "diag", None), "message_primary", None)
+            raise PermanentError(
+                f"target table {target}: {primary or 'permission denied'} (SQLSTATE 42501); "
+                f"{why}. Run as the table's owner: {sql}; then restart"
+            ) from None
 
     def _create(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
         keys = set(schema.key)
@@ -174,11 +310,15 @@ class TableMaker:
         # Added as nullable even when the source column is NOT NULL: the target's existing
         # rows have no value for it (the source filled them with a default we never saw).
         spec = self.types.column_type(col.type, target, col.name).compile(dialect=conn.dialect)
-        # exec_driver_sql: no bind-parameter parsing, so ':' or '%' in names are harmless.
-        conn.exec_driver_sql(
-            f"ALTER TABLE {_qualified(target)} ADD COLUMN IF NOT EXISTS "
-            f"{quote_ident(col.name)} {spec}"
+        qualified = _qualified(target)
+        self._ddl(
+            conn,
+            target,
+            f"ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS {quote_ident(col.name)} {spec}",
+            f"the source table has a column {col.name!r} the target table lacks",
         )
+        if conn.exec_driver_sql(f"SELECT EXISTS (SELECT FROM {qualified})").scalar():
+            added_without_backfill(target, col.name)
 
     def _check_type(
         self, conn: sa.Connection, col: Column, have: _Existing, target: TableId
@@ -192,6 +332,8 @@ class TableMaker:
             return
         if col.type.kind in _STRING_KINDS and not col.type.array_dims and have.spelled == "text":
             return  # any string fits losslessly into text
+        if _holds_ints(col.type, base, have.spelled):
+            return
         if (
             not col.type.array_dims
             and _WIDER_INT.get(have.spelled, -1) >= 0
@@ -210,9 +352,12 @@ class TableMaker:
         """Widen a column the source widened (varchar(20) -> varchar(40), int -> bigint…):
         rows written after the source's ALTER would not fit otherwise. Never narrows."""
         spec = self.types.column_type(col.type, target, col.name).compile(dialect=conn.dialect)
-        name = quote_ident(col.name)
-        conn.exec_driver_sql(
-            f"ALTER TABLE {_qualified(target)} ALTER COLUMN {name} TYPE {spec} USING {name}::{spec}"
+        name, qualified = quote_ident(col.name), _qualified(target)
+        self._ddl(
+            conn,
+            target,
+            f"ALTER TABLE {qualified} ALTER COLUMN {name} TYPE {spec} USING {name}::{spec}",
+            f"column {col.name!r} is {was}, narrower than the source column's type",
         )
         widened(target, col.name, was, spec)
 
@@ -230,13 +375,10 @@ class TableMaker:
                 f'{spelled} COLLATE "C"; (or let cdc-sync create the table)'
             )
         want = sorted(schema.key)
-        for (cols,) in conn.execute(_UNIQUE_KEYS, {"t": qualified}):
-            if sorted(cols) == want:
-                return
-        raise PermanentError(
-            f"target table {target} has no primary key or unique index on exactly "
-            f"({', '.join(schema.key)}), the source key; changes cannot be applied by key"
-        )
+        unique = [list(cols) for (cols,) in conn.execute(_UNIQUE_KEYS, {"t": qualified})]
+        if any(sorted(cols) == want for cols in unique):
+            return
+        raise no_key_index(target, schema.key, unique, schema.names)
 
     def _ensure_enum(self, conn: sa.Connection, ct: ColumnType, target: TableId) -> None:
         tid = enum_type_id(ct, target)

@@ -58,6 +58,11 @@ class ExistingColumn:
     column_type: str
     nullable: bool
     collation: str | None  # text columns only
+    # A row written without a value for it is refused: NOT NULL, and no default,
+    # AUTO_INCREMENT or generation expression gives it one (strict sql_mode: error 1364).
+    needs_value: bool = False
+    in_pk: bool = False
+    comment: str = ""
 
     def keep_collation(self) -> str:
         """A MODIFY without these clauses would take the table's default collation: a key
@@ -65,6 +70,13 @@ class ExistingColumn:
         if self.collation is None:
             return ""
         return f" CHARACTER SET {charset_of(self.collation)} COLLATE {self.collation}"
+
+    def keep_comment(self) -> str:
+        """A MODIFY without it drops the column's COMMENT."""
+        if not self.comment:
+            return ""
+        text = self.comment.replace("\\", "\\\\").replace("'", "''")
+        return f" COMMENT '{text}'"
 
 
 def check_key_collations(

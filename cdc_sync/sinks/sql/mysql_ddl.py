@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+import pymysql
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import CreateTable
 
+from cdc_sync import logs
 from cdc_sync.errors import PermanentError
 from cdc_sync.records import Column, Kind, TableId, TableSchema
-from cdc_sync.sinks.sql.ddl import widened
+from cdc_sync.sinks.sql.ddl import (
+    added_without_backfill,
+    made_nullable,
+    missing_column_problem,
+    no_key_index,
+    widened,
+)
+from cdc_sync.sinks.sql.errors import mysql_errno
 from cdc_sync.sinks.sql.mysql import qualified_mysql, quote_mysql
 from cdc_sync.sinks.sql.mysql_collation import (
     ExistingColumn,
@@ -20,10 +31,12 @@ from cdc_sync.sinks.sql.mysql_collation import (
 from cdc_sync.sinks.sql.mysql_types import MySqlTypes, key_budgets
 
 _COLUMNS = sa.text(
-    "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME "
+    "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, COLLATION_NAME, "
+    "COLUMN_DEFAULT, EXTRA, COLUMN_KEY, COLUMN_COMMENT "
     "FROM information_schema.COLUMNS "
     "WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t ORDER BY ORDINAL_POSITION"
 )
+_HAS_ROWS = "SELECT 1 FROM {} LIMIT 1"
 # Unique indexes on whole columns (no prefix length): what ON DUPLICATE KEY can rely on.
 _UNIQUE = sa.text(
     "SELECT INDEX_NAME, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS "
@@ -36,8 +49,50 @@ _STRING_KINDS = frozenset({Kind.TEXT, Kind.VARCHAR, Kind.CHAR})
 _DIALECT = mysql.dialect()
 
 
+def _ident(name: str) -> str:
+    """A quoted identifier for a statement run by exec_driver_sql: PyMySQL %-formats it, so
+    '%' is doubled, as SQLAlchemy's compiler does in the types and tables it renders."""
+    return quote_mysql(name).replace("%", "%%")
+
+
+def _table(t: TableId) -> str:
+    return qualified_mysql(t).replace("%", "%%")
+
+
 class UncommittedWorkError(PermanentError):
     """DDL was needed while the connection had a transaction open: MySQL would commit it."""
+
+
+def _existing(row: Sequence[object]) -> ExistingColumn:
+    """A row of ``_COLUMNS`` (after the name)."""
+    dt, ct, nullable, coll, default, extra, key, comment = row
+    # EXTRA: "auto_increment", "VIRTUAL GENERATED" / "STORED GENERATED" (MySQL), "VIRTUAL" /
+    # "PERSISTENT" (MariaDB): the server fills the column. A NOT NULL column's COLUMN_DEFAULT
+    # is NULL exactly when it has no default.
+    extra_ = str(extra or "").lower()
+    filled = any(w in extra_ for w in ("auto_increment", "virtual", "stored", "persistent",
+                                       "generated"))  # fmt: skip
+    return ExistingColumn(
+        str(dt).lower(),
+        str(ct),
+        nullable == "YES",
+        str(coll) if coll else None,
+        needs_value=nullable != "YES" and default is None and not filled,
+        in_pk=key == "PRI",
+        comment=str(comment or ""),
+    )
+
+
+@dataclass
+class _Plan:
+    """The DDL a table needs, in order, and what to log once it has run."""
+
+    ddl: list[str] = field(default_factory=list)
+    widening: list[tuple[str, str, str]] = field(default_factory=list)  # column, was, now
+    added: list[str] = field(default_factory=list)  # columns added to a table with rows
+    nullable: list[str] = field(default_factory=list)  # columns whose NOT NULL is dropped
+    why: dict[str, str] = field(default_factory=dict)  # statement -> why it is needed
+    padded: list[tuple[str, str, str]] = field(default_factory=list)  # column, target, source
 
 
 def _normal(spelled: str) -> str:
@@ -124,8 +179,20 @@ class MySqlTableMaker:
 
     def ensure(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
         was_open = conn.in_transaction()
-        ddl, widening = self._plan(conn, schema, target)
-        if not ddl:
+        p = self._plan(conn, schema, target)
+        for column, have, source in p.padded:
+            logs.get("cdc_sync.sinks").warning(
+                "target_column_pads_binary",
+                target_table=str(target),
+                column=column,
+                target_type=have,
+                source_type=source,
+                why="the source's shorter binary values are padded with zero bytes in the "
+                "target: as the source's own ALTER padded them when it widened the column "
+                "(rows from before it, replayed), else they differ from the source's (verify "
+                "reports them)",
+            )
+        if not p.ddl:
             return
         if was_open:
             raise UncommittedWorkError(
@@ -136,26 +203,38 @@ class MySqlTableMaker:
             # Else a NOT NULL TIMESTAMP column would get DEFAULT / ON UPDATE CURRENT_TIMESTAMP
             # and rows written without it would silently take the current time.
             conn.exec_driver_sql("SET SESSION explicit_defaults_for_timestamp = 1")
-        for statement in ddl:
-            conn.exec_driver_sql(statement)
+        for statement in p.ddl:
+            try:
+                conn.exec_driver_sql(statement)
+            except (sa.exc.DBAPIError, pymysql.MySQLError) as e:
+                orig = e.orig if isinstance(e, sa.exc.DBAPIError) else e
+                errno = mysql_errno(orig) if orig is not None else None
+                if errno not in (1142, 1143):
+                    raise
+                # ALTER command denied: say which statement the DBA should run instead.
+                run = statement.replace("%%", "%")  # as a client would send it
+                raise PermanentError(
+                    f"target table {target}: the daemon's user may not alter it (MySQL error "
+                    f"{errno}); {p.why.get(statement, 'the source table changed')}. Run: "
+                    f"{run}; (or GRANT ALTER ON {qualified_mysql(target)} to the daemon's "
+                    "user), then restart"
+                ) from None
         conn.commit()  # DDL has committed already; this realigns SQLAlchemy's state
-        for column, was, now in widening:
+        for column, was, now in p.widening:
             widened(target, column, was, now)
+        for column in p.added:
+            added_without_backfill(target, column)
+        for column in p.nullable:
+            made_nullable(target, column)
 
     def plan(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> list[str]:
         """The DDL statements ``target`` needs ([] when none); PermanentError on conflicts."""
-        return self._plan(conn, schema, target)[0]
+        return self._plan(conn, schema, target).ddl
 
-    def _plan(
-        self, conn: sa.Connection, schema: TableSchema, target: TableId
-    ) -> tuple[list[str], list[tuple[str, str, str]]]:
-        """``plan``'s statements, and (column, old type, new type) of each existing column
-        they alter (logged once the DDL has run)."""
+    def _plan(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> _Plan:
+        """``plan``'s statements, and what they change (logged once the DDL has run)."""
         where = {"s": target.schema, "t": target.name}
-        existing = {
-            name: ExistingColumn(str(dt).lower(), str(ct), nullable == "YES", coll and str(coll))
-            for name, dt, ct, nullable, coll in conn.execute(_COLUMNS, where)
-        }
+        existing = {str(r[0]): _existing(tuple(r[1:])) for r in conn.execute(_COLUMNS, where)}
         if not existing:
             if not self.create_tables:
                 raise PermanentError(
@@ -165,28 +244,62 @@ class MySqlTableMaker:
             out = []
             if conn.execute(_SCHEMA, {"s": target.schema}).first() is None:
                 out.append(
-                    f"CREATE DATABASE IF NOT EXISTS {quote_mysql(target.schema)} "
+                    f"CREATE DATABASE IF NOT EXISTS {_ident(target.schema)} "
                     f"CHARACTER SET utf8mb4 COLLATE {self._table_collation(conn)}"
                 )
-            return [*out, self._create(conn, schema, target)], []
+            return _Plan([*out, self._create(conn, schema, target)])
         self._check_key(conn, schema, target)
         check_key_collations(schema, existing, target, self._table_collation(conn))
         keys = key_budgets(schema)
         alter: list[str] = []
-        widening: list[tuple[str, str, str]] = []
+        p = _Plan()
         for col in schema.columns:
             have = existing.get(col.name)
             spec = self._spec(col, target, keys.get(col.name))
             if have is None:
                 # Nullable even when the source column is NOT NULL: existing target rows have
                 # no value for it (the source filled them with a default we never saw).
-                alter.append(f"ADD COLUMN {quote_mysql(col.name)} {spec} NULL")
+                alter.append(f"ADD COLUMN {_ident(col.name)} {spec} NULL")
+                p.added.append(col.name)
             elif (change := self._reconcile(col, have, spec, target)) is not None:
                 alter.append(change)
-                widening.append((col.name, have.column_type, spec))
-        if not alter:
-            return [], []
-        return [f"ALTER TABLE {qualified_mysql(target)} " + ", ".join(alter)], widening
+                p.widening.append((col.name, have.column_type, spec))
+            elif _pads(_normal(have.column_type), _normal(spec)):
+                p.padded.append((col.name, have.column_type, spec))
+        if p.added and self._empty(conn, target):
+            p.added = []  # no row to backfill
+        relax: list[str] = []
+        for name, have in existing.items():
+            if not have.needs_value or name in schema.names:
+                continue
+            # A NOT NULL column without a default the source no longer sends (dropped at the
+            # source, or a DBA's): every row would be refused (1364). It stays, NULL in new
+            # rows: the same type, character set, collation and comment, only nullable.
+            problem = missing_column_problem(target, name, have.in_pk, schema.key)
+            if problem is not None:
+                raise PermanentError(problem)
+            change = (
+                f"MODIFY COLUMN {quote_mysql(name)} {have.column_type}{have.keep_collation()} "
+                f"NULL{have.keep_comment()}"
+            )
+            relax.append(change.replace("%", "%%"))  # all of it as information_schema has it
+            p.nullable.append(name)
+        table = f"ALTER TABLE {_table(target)} "
+        if alter:
+            p.ddl.append(table + ", ".join(alter))
+            p.why[p.ddl[-1]] = "the source table has columns (or wider types) the target lacks"
+        if relax:
+            # A statement of its own, so that a refusal names exactly this one.
+            p.ddl.append(table + ", ".join(relax))
+            p.why[p.ddl[-1]] = (
+                f"column(s) {', '.join(repr(c) for c in p.nullable)} are NOT NULL without a "
+                "default and the source table no longer has them, so every row written "
+                "would be refused"
+            )
+        return p
+
+    def _empty(self, conn: sa.Connection, target: TableId) -> bool:
+        return conn.exec_driver_sql(_HAS_ROWS.format(_table(target))).first() is None
 
     def _spec(self, col: Column, target: TableId, key: int | None) -> str:
         ct = self.types.column_type(col.type, target, col.name, key=key)
@@ -238,14 +351,20 @@ class MySqlTableMaker:
             and have.data_type == kind.value
             and set(_labels(have.column_type)) <= set(col.type.enum_labels)
         ):
-            return f"MODIFY COLUMN {quote_mysql(col.name)} {spec}{have.keep_collation()} {null}"
+            return f"MODIFY COLUMN {_ident(col.name)} {spec}{have.keep_collation()} {null}"
         holds = _holds(got, want)  # the existing type holds every value of the source's?
         if holds is True:
             return None  # e.g. the source narrowed varchar(40) to varchar(20)
+        if _pads(got, want):
+            # A BINARY(m) target for a shorter (VAR)BINARY(n) source: what the MODIFY below
+            # makes when the source widens to BINARY(m), met again by the rows written before
+            # the source's ALTER (replayed after a restart). They are padded to m bytes, as
+            # the source's ALTER padded them; refusing would stop the pipeline for good.
+            return None
         if holds is False and (_holds(want, got) is True or _pads(want, got)):
             # The source widened (MODIFY varchar(20) -> varchar(40), int -> bigint): rows
             # written after its ALTER would not fit. Every existing value fits the new type.
-            return f"MODIFY COLUMN {quote_mysql(col.name)} {spec}{have.keep_collation()} {null}"
+            return f"MODIFY COLUMN {_ident(col.name)} {spec}{have.keep_collation()} {null}"
         raise PermanentError(
             f"target table {target}: column {col.name!r} has type {have.column_type}, but the "
             f"source column is {col.type.source_name or col.type.kind.value} (needs {spec}); "
@@ -264,7 +383,5 @@ class MySqlTableMaker:
         want = set(schema.key)
         if any(cols == want and ix not in prefixed for ix, cols in indexes.items()):
             return
-        raise PermanentError(
-            f"target table {target} has no primary key or unique index on exactly "
-            f"({', '.join(schema.key)}), the source key; changes cannot be applied by key"
-        )
+        unique = [sorted(cols) for cols in indexes.values()]
+        raise no_key_index(target, schema.key, unique, schema.names)
