@@ -153,7 +153,7 @@ def test_a_target_column_wider_than_the_source_is_kept(pair: Pair) -> None:
     """A DBA's target table with wider integer columns than the source's: written as is."""
     execute(pair.src, "CREATE TABLE t (id int PRIMARY KEY, code int, sm smallint)",
             "INSERT INTO t VALUES (1, -2147483648, 32767)")  # fmt: skip
-    wide = "code bigint, sm int" if pair.my_target else "code bigint, sm numeric(10,0)"
+    wide = "code bigint, sm decimal(12,2)" if pair.my_target else "code bigint, sm numeric(10,0)"
     execute(pair.tgt, f"CREATE TABLE {pair.target_table} (id int PRIMARY KEY, {wide})")
     before = pair.types()
     r = pair.route()

@@ -7,7 +7,7 @@ import pytest
 
 from cdc_sync.records import ColumnType, Kind, TableId
 from cdc_sync.sinks.sql.ddl import _holds_ints, no_key_index
-from cdc_sync.sinks.sql.mysql_ddl import _existing
+from cdc_sync.sinks.sql.mysql_ddl import _existing, _holds
 from cdc_sync.sinks.sql.types import PostgresTypes
 
 T = TableId("public", "t")
@@ -65,3 +65,21 @@ def test_no_key_index_names_the_dropped_key_column() -> None:
     assert "re-key the target table on (a)" in str(err)
     plain = no_key_index(T, ("a",), [["v"]], ("a", "v"))
     assert str(plain).endswith("changes cannot be applied by key")
+
+
+@pytest.mark.parametrize(
+    ("target", "source", "holds"),
+    [
+        ("decimal(20,2)", "int", True),  # 18 whole digits >= 10
+        ("decimal(12,2)", "int", True),
+        ("decimal(11,2)", "int", False),  # 9 whole digits < 10
+        ("decimal(19,0)", "bigint", True),
+        ("decimal(19,0)", "bigint unsigned", False),  # 18446744073709551615: 20 digits
+        ("decimal(20,0) unsigned", "bigint unsigned", True),
+        ("decimal(20,0) unsigned", "int", False),  # negative ints do not fit
+    ],
+)
+def test_mysql_decimal_target_for_an_integer_source(target: str, source: str, holds: bool) -> None:
+    """A DBA's DECIMAL column for an integer source holds it exactly when its whole digits
+    suffice (the pipeline stopped on it; a PostgreSQL target took it)."""
+    assert _holds(target, source) is holds

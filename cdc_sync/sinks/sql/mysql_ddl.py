@@ -111,6 +111,8 @@ _RANKS = {
     "tinytext": 10, "text": 11, "mediumtext": 12, "longtext": 13,
     "tinyblob": 20, "blob": 21, "mediumblob": 22, "longblob": 23,
 }  # fmt: skip
+# Decimal digits of the largest value of each integer type (BIGINT UNSIGNED: one more).
+_INT_DIGITS = {"tinyint": 3, "smallint": 5, "mediumint": 8, "int": 10, "bigint": 19}
 _SIZED = re.compile(r"^([a-z]+)(?:\((\d+)(?:,(\d+))?\))?( unsigned)?$")
 _BYTE_STRINGS = ("binary", "varbinary")
 
@@ -148,6 +150,12 @@ def _holds(big: str, small: str) -> bool | None:
         return _RANKS[ta] >= _RANKS[tb]
     if ta in _BYTE_STRINGS and tb in _BYTE_STRINGS:
         return _holds_bytes(ta, int(a.group(2) or 0), tb, int(b.group(2) or 0))
+    if ta == "decimal" and tb in _INT_DIGITS:
+        # An integer into a DBA's DECIMAL(p,s) with p - s digits enough (as on PostgreSQL
+        # targets); an unsigned DECIMAL takes only unsigned integers.
+        digits = _INT_DIGITS[tb] + (1 if tb == "bigint" and b.group(4) else 0)
+        whole = int(a.group(2) or 10) - int(a.group(3) or 0)
+        return whole >= digits and (not a.group(4) or bool(b.group(4)))
     if ta != tb or a.group(4) != b.group(4):
         return None
     if ta == "decimal":
