@@ -117,20 +117,21 @@ def run_once(
             cp = checkpoints.load(conn)
             _same_source(conn, checkpoints, source, cp)
             schemas = source.prepare(create=may_create(config, name))
-            rules = PipelineRules(config, name)
-            # Target-shaped schemas (renames, drops, constants, casts): what the sink creates.
-            shaped = {t: tt.schema for t, tt in rules.compile_all(schemas).items()}
             snaps = SnapshotStore(name, schema=tc.state_schema)
             ever = snaps.initial_started(conn)
             action = snapshot_plan(
                 pc.snapshot, cp, snaps.tasks(conn, INITIAL, active_only=True), ever
             )
-            copy = late_copy(
+            # Right after prepare, before anything below can fail: the copy is recorded (and
+            # then resumed like an interrupted one) even if this start goes no further.
+            if late_copy(
                 mode=pc.snapshot, action=action, cp=cp, source=source, snaps=snaps,
                 conn=conn, schemas=schemas, ever_copied=ever, log=log,
-            )  # fmt: skip
-            if copy:
-                action = "again"
+            ):  # fmt: skip
+                action = "resume"
+            rules = PipelineRules(config, name)
+            # Target-shaped schemas (renames, drops, constants, casts): what the sink creates.
+            shaped = {t: tt.schema for t, tt in rules.compile_all(schemas).items()}
             if cp is None and action == "none":
                 cp = _initial_checkpoint(conn, checkpoints, source, token)
             link, tag = _link_parts(config, name, conn, log)
@@ -176,7 +177,7 @@ def run_once(
                     conn=conn,
                     checkpoints=checkpoints,
                     store=snaps,
-                    schemas={t: schemas[t] for t in copy} if copy else schemas,
+                    schemas=schemas,
                     chunk_rows=pc.snapshot_chunk_rows,
                     token=token,
                     log=log,

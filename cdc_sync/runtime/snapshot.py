@@ -86,14 +86,19 @@ def late_copy(
     ever_copied: bool,
     log: Any,
 ) -> list[TableId]:
-    """Tables to copy before streaming on (see ``runtime.snapshot.late_tables``), logged;
-    with ``snapshot: never`` the same tables are only warned about."""
+    """Tables to copy before streaming on (see ``late_tables``), recorded as running copy
+    tasks and committed at once, so that a start that fails after this (a target table the
+    sink refuses, a crash) still copies them next time: the publication, once altered, no
+    longer says which tables were new. With ``snapshot: never`` they are only warned about."""
     unstreamed = source.tables_unstreamed()
     copied = snaps.initial_tables(conn) if ever_copied else None
     late = late_tables(
         mode=mode, action=action, cp=cp, tables=schemas, unstreamed=unstreamed, copied=copied
     )
     if late:
+        assert cp is not None
+        snaps.begin(conn, INITIAL, [(t, None) for t in late], cp.position.to_text())
+        conn.commit()
         log.warning(
             "tables_copied_before_streaming",
             tables=[str(t) for t in late],

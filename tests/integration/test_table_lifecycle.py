@@ -175,3 +175,24 @@ def test_mysql_online_schema_change_swap_keeps_streaming(
     finally:
         assert kill(proc, signal.SIGTERM) == 0
     assert _rows(target_dsn) == _rows(my_source_dsn)
+
+
+def test_pg_recreated_table_is_copied_even_when_the_first_start_fails(
+    source_dsn: str, target_dsn: str, tmp_path: Path
+) -> None:
+    """The start that re-publishes the table stops later on (the target refuses the new
+    table's type): the copy is recorded before that, so the next start still makes it."""
+    execute(source_dsn, T, "INSERT INTO t VALUES (1, 'old')")
+    r = Route(tmp_path, source_dsn, target_dsn, {"public.t": None})
+    r.drain()
+    execute(
+        source_dsn,
+        "DROP TABLE t",
+        "CREATE TABLE t (id int PRIMARY KEY, v boolean)",
+        "INSERT INTO t VALUES (1, true), (2, false)",
+    )
+    failed = r.cli("run", "--until-caught-up")
+    assert failed.returncode == 1 and "boolean" in failed.stderr, failed.stderr[-2000:]
+    execute(target_dsn, "DROP TABLE t")  # the DBA's fix: let the daemon make it anew
+    r.drain()
+    assert _rows(target_dsn) == _rows(source_dsn) == [(1, True), (2, False)]
