@@ -97,6 +97,14 @@ class ChangeRecord(NamedTuple):
         old = self.old_key()
         return self.op is Op.UPDATE and old is not None and old != self.key()
 
+    def old_row_gone(self) -> ChangeRecord:
+        """The delete of the old key that a key change implies (applied on its own when the
+        new row is refused: the old key is gone at the source either way)."""
+        return ChangeRecord(
+            Op.DELETE, self.table, self.schema, self.before, None, self.position, self.xid,
+            self.commit_time, self.before_is_key_only,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class TxCommit:

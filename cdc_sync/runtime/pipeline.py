@@ -307,7 +307,7 @@ class PipelineLoop(CommitLoop):
                 f"{problem.reason} (at {rec.position.to_text()}; on_error is stop; with "
                 "on_error: dead_letter the row is kept in cdc_sync_dead_letters)"
             )
-        self._park(rec, target, source_letter(tt, rec, target, problem))
+        self._park(rec, tt, target, source_letter(tt, rec, target, problem))
 
     def _rule_refused(
         self, rec: ChangeRecord, tt: TableTransform, target: TableId, err: RuleError
@@ -317,13 +317,15 @@ class PipelineLoop(CommitLoop):
                 f"table {rec.table} at {rec.position.to_text()}: {err} (on_error is stop; "
                 "with on_error: dead_letter the row is kept in cdc_sync_dead_letters)"
             )
-        self._park(rec, target, rule_letter(tt, rec, target, err))
+        self._park(rec, tt, target, rule_letter(tt, rec, target, err))
 
-    def _park(self, rec: ChangeRecord, target: TableId, letter: DeadLetter) -> None:
+    def _park(
+        self, rec: ChangeRecord, tt: TableTransform, target: TableId, letter: DeadLetter
+    ) -> None:
         """A refused row into the dead letters of this batch, with its audit row."""
         self._letters.append(letter)
         why = {"rule": letter.rule} if letter.stage == "rule" else {"stage": letter.stage}
-        self.audit.add(
+        index = self.audit.add(
             rec,
             target,
             outcome="dead_letter",
@@ -340,3 +342,26 @@ class PipelineLoop(CommitLoop):
             column=letter.column,
             position=rec.position.to_text(),
         )
+        if rec.key_changed():
+            self._drop_old_key(rec, tt, target, index)
+
+    def _drop_old_key(
+        self, rec: ChangeRecord, tt: TableTransform, target: TableId, index: int
+    ) -> None:
+        """A key change whose new row is refused: the old key is gone at the source, so it
+        goes from the target too. Kept, it would be the same source row twice once the
+        letter is retried (and block the retry on a unique column it holds), its values
+        lingering after the source deleted the row."""
+        gone = rec.old_row_gone()
+        if not tt.identity:
+            try:
+                applied = tt.apply(gone)
+            except RuleError:
+                return  # the old key itself cannot be shaped: the letter names the row
+            if applied is None:
+                return
+            gone = applied.record
+        self._pending.append((gone, target))
+        self._origin.append((rec, tt, index))
+        if self.link is not None:
+            self._link_index.append(NO_CHECK)

@@ -258,9 +258,25 @@ class SqlSink:
             except RowLevelError as e:
                 _savepoint(conn, "ROLLBACK TO SAVEPOINT cdc_sync_row")
                 reject(i, e)
+                rec, target = item
+                if rec.key_changed():
+                    # The new row is refused, but the old key is gone at the source: it
+                    # must not stay (a second copy of the row once the letter is retried).
+                    self._try(conn, (rec.old_row_gone(), target))
             else:
                 _savepoint(conn, "RELEASE SAVEPOINT cdc_sync_row")
         _savepoint(conn, "RELEASE SAVEPOINT cdc_sync_batch")
+
+    def _try(self, conn: sa.Connection, item: tuple[ChangeRecord, TableId]) -> None:
+        """Apply one change under a savepoint of its own; a refusal is let go (its record
+        is already a dead letter)."""
+        _savepoint(conn, "SAVEPOINT cdc_sync_row")
+        try:
+            self.apply(conn, [item])
+        except RowLevelError:
+            _savepoint(conn, "ROLLBACK TO SAVEPOINT cdc_sync_row")
+        else:
+            _savepoint(conn, "RELEASE SAVEPOINT cdc_sync_row")
 
     def _apply_mysql(self, conn: sa.Connection, groups: Sequence[Group]) -> None:
         raw = conn.connection.driver_connection
