@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -81,6 +82,8 @@ def _converters(
             conv = bool
         elif mysql and k is Kind.UUID:
             conv = UUID
+        elif mysql and k is Kind.REAL:
+            conv = _float32
         elif not mysql and k in _INTS and (pg_types or {}).get(c.name) not in _PG_INT_TYPES:
             conv = _int  # numeric(20,0) holds MySQL bigint unsigned in PostgreSQL
         if conv is not None:
@@ -124,6 +127,20 @@ def _my_ident(name: str) -> str:
     return "`" + name.replace("`", "``").replace("%", "%%") + "`"
 
 
+def _my_column(name: str, kind: Kind) -> str:
+    # A FLOAT's text has 6 digits, which reads back as another single-precision value (verify
+    # then saw a difference that --repair could never clear): as DOUBLE it is exact.
+    return f"CAST({_my_ident(name)} AS DOUBLE)" if kind is Kind.REAL else _my_ident(name)
+
+
+_F32 = struct.Struct("<f")
+
+
+def _float32(v: Any) -> float:
+    """The exact double of a FLOAT, as the single-precision value the stream decodes."""
+    return float(_F32.unpack(_F32.pack(v))[0])
+
+
 def _my_param(v: object) -> object:
     """A canonical key value as PyMySQL can bind it for the column the sink created."""
     if isinstance(v, datetime) and v.tzinfo is not None:
@@ -153,7 +170,7 @@ class TargetReader:
         pg_types: dict[str, str] | None = None
         if self.mysql:
             self._from = f"{_my_ident(table.schema)}.{_my_ident(table.name)}"
-            self._cols = ", ".join(_my_ident(c.name) for c in schema.columns)
+            self._cols = ", ".join(_my_column(c.name, c.type.kind) for c in schema.columns)
             self._keys = [_my_ident(k) for k in schema.key]
             self._order = self._keys
         else:
