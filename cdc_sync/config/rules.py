@@ -43,6 +43,8 @@ class Phone(_Model):
     kind: Literal["phone"]
     region: str = Field(pattern=r"^[A-Z]{2}$")
     format: Literal["e164", "international", "national", "digits"] = "e164"
+    # e164 / digits cannot hold an extension ("x99"): the row is refused unless `drop`.
+    extension: Literal["refuse", "drop"] = "refuse"
 
 
 class Mask(_Model):

@@ -99,18 +99,26 @@ def email_fn(_cfg: Validate, col: str, t: ColumnType) -> tuple[Fn, ColumnType]:
     return validate_email, t
 
 
+# E.164 (and its digits) has no room for an extension ("650-253-0000 x99"): formatting
+# would drop it without a word.
+_NO_EXTENSION = ("e164", "digits")
+
+
 @functools.lru_cache(maxsize=65536)
-def normalise_phone(text: str, region: str, fmt: str) -> str | None:
-    """The number in ``fmt``, or None when it is not a valid number. Memoised: parsing costs
+def normalise_phone(text: str, region: str, fmt: str, drop_extension: bool = False) -> str | bool:
+    """The number in ``fmt``; False when it is not a valid number, True when it has an
+    extension ``fmt`` cannot hold (and it may not be dropped). Memoised: parsing costs
     ~50 µs and updates carry the same numbers again and again."""
     import phonenumbers  # noqa: PLC0415  (see _FORMATS)
 
     try:
         n = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
-        return None
+        return False
     if not phonenumbers.is_valid_number(n):
-        return None
+        return False
+    if n.extension and fmt in _NO_EXTENSION and not drop_extension:
+        return True
     out = phonenumbers.format_number(n, getattr(phonenumbers.PhoneNumberFormat, _FORMATS[fmt]))
     return out[1:] if fmt == "digits" else out
 
@@ -118,13 +126,17 @@ def normalise_phone(text: str, region: str, fmt: str) -> str | None:
 def phone_fn(cfg: Phone, col: str, t: ColumnType) -> tuple[Fn, ColumnType]:
     if t.array_dims or t.kind not in TEXT_KINDS | INT_KINDS:
         raise Problem(f"phone applies to text or integer columns, {col!r} is {type_text(t)}")
-    region, fmt = cfg.region, cfg.format
+    region, fmt, drop = cfg.region, cfg.format, cfg.extension == "drop"
     reason = f"not a valid phone number for region {region}"
+    ext = (
+        f"the number has an extension, which format {fmt} cannot hold (format: national or "
+        "international keeps it; extension: drop drops it)"
+    )
 
     def phone(v: object) -> object:
-        out = normalise_phone(v if type(v) is str else str(v), region, fmt)
-        if out is None:
-            raise RuleError("phone", col, reason)
+        out = normalise_phone(v if type(v) is str else str(v), region, fmt, drop)
+        if type(out) is not str:
+            raise RuleError("phone", col, ext if out else reason)
         return out
 
     # Formatted numbers are at most ~25 characters; 32 leaves room.

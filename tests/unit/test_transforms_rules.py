@@ -168,6 +168,19 @@ def test_phone_invalid_number_reason_holds_no_value() -> None:
         assert str(e) == "column 'c': phone: not a valid phone number for region CN"
 
 
+@pytest.mark.parametrize("fmt", ["e164", "digits"])
+def test_phone_extension_is_refused_where_the_format_cannot_hold_it(fmt: str) -> None:
+    """E.164 has no extension: '650-253-0000 x99' became +16502530000, the x99 gone."""
+    cfg = tr({"phone": {"region": "US", "format": fmt}})
+    for written in ("650-253-0000 x99", "+1 650 253 0000 ext. 123"):
+        e = fails(TEXT, cfg, written)
+        assert e.reason.startswith("the number has an extension") and "99" not in str(e)
+    dropped = tr({"phone": {"region": "US", "format": fmt, "extension": "drop"}})
+    assert run(TEXT, dropped, "650-253-0000 x99") == ("+" if fmt == "e164" else "") + "16502530000"
+    national = tr({"phone": {"region": "US", "format": "national"}})
+    assert run(TEXT, national, "650-253-0000 x99") == "(650) 253-0000 ext. 99"
+
+
 def test_phone_results_are_memoised() -> None:
     before = normalise_phone.cache_info().hits
     cfg = tr({"phone": {"region": "CN"}})
