@@ -17,7 +17,7 @@ from cdc_sync.records.change import (
 from cdc_sync.records.copytext import CopyText
 from cdc_sync.records.positions import BinlogPosition, PgLsn, Position
 from cdc_sync.records.schema import Column, ColumnType, Kind, TableId, TableSchema
-from cdc_sync.records.values import UNCHANGED, Interval, JsonText
+from cdc_sync.records.values import UNCHANGED, Interval, JsonText, float32
 
 __all__ = [
     "UNCHANGED",
@@ -42,4 +42,5 @@ __all__ = [
     "TxBegin",
     "TxCommit",
     "UnreadableRow",
+    "float32",
 ]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +50,13 @@ class _Unchanged:
 
 
 UNCHANGED: Final = _Unchanged()
+
+
+_F32 = struct.Struct("<f")
+
+
+def float32(v: Any) -> float:
+    """A single-precision (REAL / FLOAT) value read back as its exact double: packing to
+    four bytes is then the identity, and it equals what the binlog's '<f' decodes. Read a
+    MySQL FLOAT as CAST(... AS DOUBLE) first: its text has 6 digits, another float."""
+    return float(_F32.unpack(_F32.pack(v))[0])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +12,7 @@ import pymysql
 import sqlalchemy as sa
 
 from cdc_sync.errors import PermanentError
-from cdc_sync.records import Interval, JsonText, Kind, Row, TableId, TableSchema
+from cdc_sync.records import Interval, JsonText, Kind, Row, TableId, TableSchema, float32
 from cdc_sync.sinks.sql.errors import classify_db_error
 from cdc_sync.sinks.sql.types import MYSQL_DIALECTS
 
@@ -83,7 +82,7 @@ def _converters(
         elif mysql and k is Kind.UUID:
             conv = UUID
         elif mysql and k is Kind.REAL:
-            conv = _float32
+            conv = float32
         elif not mysql and k in _INTS and (pg_types or {}).get(c.name) not in _PG_INT_TYPES:
             conv = _int  # numeric(20,0) holds MySQL bigint unsigned in PostgreSQL
         if conv is not None:
@@ -131,14 +130,6 @@ def _my_column(name: str, kind: Kind) -> str:
     # A FLOAT's text has 6 digits, which reads back as another single-precision value (verify
     # then saw a difference that --repair could never clear): as DOUBLE it is exact.
     return f"CAST({_my_ident(name)} AS DOUBLE)" if kind is Kind.REAL else _my_ident(name)
-
-
-_F32 = struct.Struct("<f")
-
-
-def _float32(v: Any) -> float:
-    """The exact double of a FLOAT, as the single-precision value the stream decodes."""
-    return float(_F32.unpack(_F32.pack(v))[0])
 
 
 def _my_param(v: object) -> object:

@@ -252,31 +252,28 @@ class SqlSink:
             _savepoint(conn, "RELEASE SAVEPOINT cdc_sync_batch")
             return
         for i, item in enumerate(items):
-            _savepoint(conn, "SAVEPOINT cdc_sync_row")
-            try:
-                self.apply(conn, [item])
-            except RowLevelError as e:
-                _savepoint(conn, "ROLLBACK TO SAVEPOINT cdc_sync_row")
-                reject(i, e)
-                rec, target = item
-                if rec.key_changed():
-                    # The new row is refused, but the old key is gone at the source: it
-                    # must not stay (a second copy of the row once the letter is retried).
-                    self._try(conn, (rec.old_row_gone(), target))
-            else:
-                _savepoint(conn, "RELEASE SAVEPOINT cdc_sync_row")
+            refused = self._try(conn, item)
+            if refused is None:
+                continue
+            reject(i, refused)
+            rec, target = item
+            if rec.key_changed():
+                # The new row is refused, but the old key is gone at the source: it must not
+                # stay (a second copy of the row once the letter is retried). A refusal of
+                # this delete is let go: the change is a dead letter already.
+                self._try(conn, (rec.old_row_gone(), target))
         _savepoint(conn, "RELEASE SAVEPOINT cdc_sync_batch")
 
-    def _try(self, conn: sa.Connection, item: tuple[ChangeRecord, TableId]) -> None:
-        """Apply one change under a savepoint of its own; a refusal is let go (its record
-        is already a dead letter)."""
+    def _try(self, conn: sa.Connection, item: tuple[ChangeRecord, TableId]) -> RowLevelError | None:
+        """Apply one change under a savepoint of its own; its refusal, rolled back."""
         _savepoint(conn, "SAVEPOINT cdc_sync_row")
         try:
             self.apply(conn, [item])
-        except RowLevelError:
+        except RowLevelError as e:
             _savepoint(conn, "ROLLBACK TO SAVEPOINT cdc_sync_row")
-        else:
-            _savepoint(conn, "RELEASE SAVEPOINT cdc_sync_row")
+            return e
+        _savepoint(conn, "RELEASE SAVEPOINT cdc_sync_row")
+        return None
 
     def _apply_mysql(self, conn: sa.Connection, groups: Sequence[Group]) -> None:
         raw = conn.connection.driver_connection

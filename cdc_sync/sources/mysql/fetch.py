@@ -22,6 +22,7 @@ from cdc_sync.records import (
     TableId,
     TableSchema,
     UnreadableRow,
+    float32,
 )
 from cdc_sync.sources.mysql.errors import classify
 from cdc_sync.sources.mysql.rows import zero_date
@@ -30,7 +31,6 @@ CHUNK = 500
 """Keys per statement: one UNION ALL branch each (a few hundred KB of SQL at most)."""
 
 Convert = Callable[[Any], object]
-_F32 = struct.Struct("<f")
 
 
 class _ZeroDate(ValueError):
@@ -40,12 +40,6 @@ class _ZeroDate(ValueError):
 def ident(name: str) -> str:
     # % doubled: PyMySQL formats the statement with the arguments (``query % args``).
     return "`" + name.replace("`", "``").replace("%", "%%") + "`"
-
-
-def _float32(v: Any) -> object:
-    # Read as CAST(... AS DOUBLE), which is exact; the text of a FLOAT column has 6 digits.
-    # Packing to single precision is then the identity, and mirrors the binlog's '<f'.
-    return _F32.unpack(_F32.pack(v))[0]
 
 
 def _date(v: Any) -> object:
@@ -97,7 +91,7 @@ def converter(col: Column, mariadb: bool) -> Convert | None:
     """PyMySQL's value of this column → the canonical value; None: it already is."""
     kind = col.type.kind
     if kind is Kind.REAL:
-        return _float32
+        return float32  # read as CAST(... AS DOUBLE): see select_expr
     if kind is Kind.DATE:
         return _date
     if kind is Kind.TIMESTAMP:
