@@ -6,6 +6,8 @@ copied (or the pipeline stops naming the table), and the target ends equal to th
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -196,3 +198,38 @@ def test_pg_recreated_table_is_copied_even_when_the_first_start_fails(
     execute(target_dsn, "DROP TABLE t")  # the DBA's fix: let the daemon make it anew
     r.drain()
     assert _rows(target_dsn) == _rows(source_dsn) == [(1, True), (2, False)]
+
+
+@pytest.mark.parametrize("point", ["after_decode@1001", "after_decode@3500", "mid_batch@3"])
+def test_pg_recreated_table_copy_survives_kill_9(
+    point: str, source_dsn: str, target_dsn: str, tmp_path: Path
+) -> None:
+    """SIGKILL in the middle of the late copy (chunks of 1000 rows: after one was committed,
+    in the fourth, after a flush into the open transaction): the next start resumes the
+    copy, and every row is there once, with one audit row."""
+    execute(source_dsn, T, "INSERT INTO t VALUES (1, 'old')")
+    r = Route(tmp_path, source_dsn, target_dsn, {"public.t": None}, flush_rows=500)
+    r.config.write_text(
+        r.config.read_text().replace(
+            "    audit: row\n", "    audit: row\n    snapshot_chunk_rows: 1000\n"
+        )
+    )
+    r.drain()
+    execute(
+        source_dsn,
+        "DROP TABLE t",
+        T,
+        "INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 5000) g",
+    )
+    killed = subprocess.run(
+        [sys.executable, "-m", "cdc_sync", "run", "--until-caught-up", "-c", str(r.config)],
+        env={**r.env, "CDC_SYNC_FAULT": point},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    r.drain()
+    assert _rows(target_dsn) == _rows(source_dsn)
+    copied = fetch(target_dsn, "cdc_sync_audit WHERE op = 'snapshot'", "count(*)")
+    assert copied == [(5001,)]  # the first copy's row 1, then each of the 5000 once
