@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from datetime import date, datetime
 from decimal import Decimal
@@ -52,6 +53,14 @@ def letters(dsn: str, columns: str = LETTER_COLS) -> list[dict[str, Any]]:
     return [dict(zip(columns.split(", "), r, strict=True)) for r in rows]
 
 
+# Today's times only (the values checked for are of 1987), and binlog positions.
+_TIMES = re.compile(r"20\d\d-\d\d-\d\d[T ][\d:.]+(?:Z|\+00:00)?|mysql:\S+")
+
+
+def _no_times(text: str) -> str:
+    return _TIMES.sub("", text)
+
+
 def drive(
     r: Route,
     table: str,
@@ -89,9 +98,11 @@ def drive(
         insert(src, table, (100, *good))  # the stream goes on
         r.drain()
         assert [row[0] for row in fetch(tgt, table)] == [row[0] for row in kept] + [100]
-    log = r.log.read_text()
+    # Times and binlog positions are digits too ("18:00:18.198711Z" holds "1987"): taken
+    # out, so that a secret found is a value that leaked.
+    log = _no_times(r.log.read_text())
     got = letters(tgt)
-    listed = r.cli("dlq", "list").stdout
+    listed = _no_times(r.cli("dlq", "list").stdout)
     for s in secrets:
         assert s not in log and s not in listed
         assert not any(s in d["reason"] for d in got)
