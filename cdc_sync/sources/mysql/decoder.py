@@ -42,6 +42,9 @@ EMPTY_COMMIT_SECONDS = 10.0
 """At most this often a transaction without rows for our tables is passed on as an empty
 transaction (so the checkpoint keeps up with a binlog busy with other tables and the stored
 position is not purged away); in between such transactions only produce Heartbeats."""
+# Logged inside a transaction (ORMs' nested transactions), never the end of one: the rows
+# rolled back to a savepoint are not in the binlog, the rows around it are.
+_SAVEPOINT = re.compile(r"^(SAVEPOINT|RELEASE\s+SAVEPOINT|ROLLBACK\s+(WORK\s+)?TO)\b")
 
 
 class _Tx:
@@ -189,8 +192,11 @@ class BinlogDecoder:
     def _begin(self, timestamp: int, gtid: str) -> None:
         if timestamp != self._when_ts:  # consecutive transactions mostly share a second
             self._when_ts, self._when = timestamp, datetime.fromtimestamp(timestamp, UTC)
-        if self._resume_gtid is not None:
+        if self._resume_gtid is not None and gtid:
             skip = self._resume_gtid.seen(gtid)
+        elif self._resume_gtid is not None:
+            # A group without a GTID (not written by a GTID server) is compared by position.
+            skip = self._resume is not None and self.position() <= self._resume
         else:
             skip = self._resume is not None and self.position() <= self._resume
         xid = gtid or f"{self.file}:{self.pos}"
@@ -205,6 +211,8 @@ class BinlogDecoder:
         if q in ("COMMIT", "ROLLBACK") and self._tx is not None:
             # Non-transactional engines end their group with a query: their rows happened.
             return self._commit()
+        if self._tx is not None and _SAVEPOINT.match(q):
+            return []
         if self._tx is None:
             self._begin(timestamp, "")
         tx = self._tx
