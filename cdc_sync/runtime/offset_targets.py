@@ -135,6 +135,10 @@ def _mysql(config: Config, pipeline: str, sc: MysqlSource, to: str) -> Resolved:
         if gtid and info.mariadb and not pos.gtid:
             pos = BinlogPosition(pos.file, pos.pos, my_admin.gtid_at(conn, pos.file, pos.pos))
         problems = my_admin.checkpoint_problems(conn, info, pos, gtid and bool(pos.gtid))
+        if not problems:
+            inside = my_admin.boundary_problem(conn, pos)
+            if inside is not None:
+                raise PermanentError(f"--to {inside}")
     except pymysql.err.MySQLError as e:
         raise my_classify(e, "cannot read the source's binlogs") from e
     finally:

@@ -169,6 +169,10 @@ class _Replayer:
                 f"cannot replay from {start}: the binlog there is no longer retained "
                 f"({'; '.join(problems)})"
             )
+        inside = cap.boundary_problem(start)
+        if inside is not None:
+            cap.close()
+            raise PermanentError(f"--from {inside}")
         self._prepare(cap.prepare(create=False))
         return cap.stream(start), cap.close
 
@@ -210,15 +214,17 @@ class _Replayer:
     def _apply(self, events: Iterator[SourceEvent], stop: Position) -> None:
         pending: list[tuple[ChangeRecord, TableId]] = []
         tx: list[tuple[ChangeRecord, TableId, Provenance]] = []
+        commit: Position | None = None
         for ev in events:
             if isinstance(ev, ChangeRecord):
                 item = self._shape(ev)
                 if item is not None:
                     tx.append(item)
             elif isinstance(ev, TxBegin):
-                tx = []
+                tx, commit = [], ev.final_position
             elif isinstance(ev, TxCommit):
-                if ev.end_position > stop:
+                past = ev.end_position > stop
+                if past and not _holds(commit, stop):
                     break  # past --to: dropped whole, never half applied
                 self.report.transactions += 1
                 for out, target, provenance in tx:
@@ -228,7 +234,7 @@ class _Replayer:
                 if len(pending) >= self.max_rows:
                     self._commit(pending)
                     pending = []
-                if ev.end_position == stop:
+                if past or ev.end_position == stop:
                     break
             elif isinstance(ev, Heartbeat) and ev.position >= stop:
                 break
@@ -269,3 +275,11 @@ class _Replayer:
             self.report.batches += 1
         self.audit.flush(self.conn)
         self.conn.commit()
+
+
+def _holds(commit: Position | None, stop: Position) -> bool:
+    """Whether ``stop`` lies inside the binlog transaction whose commit event is at
+    ``commit``: its audit rows' source_position, which names that transaction (binlog
+    transactions are contiguous, so it names no other). PostgreSQL transactions interleave in
+    the WAL: there ``--to`` counts by commit end only."""
+    return isinstance(stop, BinlogPosition) and commit is not None and commit <= stop

@@ -91,6 +91,48 @@ def checkpoint_problems(
     return []
 
 
+# Events that are never inside a transaction (MariaDB and MySQL >= 5.7 open every transaction,
+# DDL included, with a Gtid / Anonymous_Gtid event): a position to resume from must be at one
+# of them or at a file's end. Elsewhere, reading starts with half a transaction.
+_BOUNDARY_EVENTS = frozenset(
+    {
+        "Gtid", "Anonymous_Gtid", "Format_desc", "Rotate", "Stop", "Gtid_list",
+        "Binlog_checkpoint", "Previous_gtids", "Start_encryption",
+    }
+)  # fmt: skip
+_ER_WRONG_OFFSET = 1220  # "Error when executing command SHOW BINLOG EVENTS: Wrong offset …"
+_LOOK_AHEAD = 1000  # events read to name the next transaction's start
+
+
+def boundary_problem(conn: Any, pos: BinlogPosition) -> str | None:
+    """Why ``pos`` is not a transaction boundary (the start of an event outside any
+    transaction, or a file's end), naming the next boundary when it is near; None if it is."""
+    where = f"{pos.file}:{pos.pos}"
+    logs = [str(r[0]) for r in query(conn, "SHOW BINARY LOGS")]
+    if pos.file not in logs:
+        return f"binlog file {pos.file} is not on the server (oldest: {logs[0] if logs else None})"
+    try:
+        rows = query(
+            conn, "SHOW BINLOG EVENTS IN %s FROM %s LIMIT %s", (pos.file, pos.pos, _LOOK_AHEAD)
+        )
+    except pymysql.err.MySQLError as e:
+        if error_code(e) != _ER_WRONG_OFFSET:
+            raise
+        return (
+            f"{where} is not the start of an event in that binlog file: give the position of "
+            "a Gtid event (SHOW BINLOG EVENTS), a GTID set or a time"
+        )
+    if not rows or str(rows[0][2]) in _BOUNDARY_EVENTS:
+        return None
+    nxt = next((r for r in rows if str(r[2]) in _BOUNDARY_EVENTS), None)
+    hint = f"; the next transaction starts at {pos.file}:{nxt[1]}" if nxt is not None else ""
+    return (
+        f"{where} is inside a transaction (a {rows[0][2]} event): resuming there would skip "
+        f"the rest of that transaction{hint}; give the position of a Gtid event (SHOW BINLOG "
+        "EVENTS), a GTID set or a time"
+    )
+
+
 def _ahead(what: str, head: str, where: list[str]) -> str:
     return (
         f"the checkpoint's {what} is past this server's binlog ({head}; {', '.join(where)}): "

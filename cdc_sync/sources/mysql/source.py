@@ -269,6 +269,13 @@ class MysqlCapture:
         except pymysql.err.MySQLError as e:
             raise classify(e, "cannot list the source's binlogs") from e
 
+    def boundary_problem(self, position: BinlogPosition) -> str | None:
+        """Why ``position`` is not where a transaction starts (None: it is); see admin."""
+        try:
+            return admin.boundary_problem(self._catalog(), position)
+        except pymysql.err.MySQLError as e:
+            raise classify(e, "cannot read the source's binlog events") from e
+
     def _json_columns(self, table: TableId) -> set[str]:
         if not self._server().mariadb:
             return set()
@@ -287,7 +294,7 @@ class MysqlCapture:
         resume = _as_binlog(resume_after, "the checkpoint")
         if not self._schemas:
             self.prepare(create=False)
-        by_gtid = self._by_gtid()
+        by_gtid = track = self._by_gtid()
         if resume is None:
             start = self.head()
         else:
@@ -296,9 +303,13 @@ class MysqlCapture:
                 raise PermanentError(f"cannot resume from {resume}: {'; '.join(problems)}")
             start = resume
             if by_gtid and not resume.gtid:
-                start = self._gtid_at(resume)
-                by_gtid = bool(start.gtid)  # no GTID state known there: resume by file:pos
-        state = self._new_state(start.gtid) if by_gtid else None
+                start, known = self._gtid_at(resume)
+                # An empty state (MariaDB, before any transaction) cannot be resumed from by
+                # GTID, so the reader goes by file:pos; the state is still tracked from there,
+                # so that later checkpoints carry GTIDs (and `reset --to <GTID>` finds them).
+                by_gtid = bool(start.gtid)
+                track = known
+        state = self._new_state(start.gtid) if track else None
         skip_to = start if resume is not None else None
         decoder = BinlogDecoder(
             self._captured, start, state, skip_to, self._json_columns,
@@ -334,18 +345,20 @@ class MysqlCapture:
                 self._reader = None
             reader.close()
 
-    def _gtid_at(self, pos: BinlogPosition) -> BinlogPosition:
-        """A file:pos checkpoint in a GTID mode: MariaDB knows the GTID state at a position."""
+    def _gtid_at(self, pos: BinlogPosition) -> tuple[BinlogPosition, bool]:
+        """A file:pos checkpoint in a GTID mode: MariaDB knows the GTID state at a position
+        (possibly empty); the flag says whether it was known (NULL: not a position it has)."""
         if not self._server().mariadb:
-            return pos
+            return pos, False
         try:
             rows = catalog.query(
                 self._catalog(), "SELECT BINLOG_GTID_POS(%s, %s)", (pos.file, pos.pos)
             )
         except pymysql.err.MySQLError as e:
             raise classify(e, "cannot map the checkpoint to a GTID state") from e
-        gtid = str(rows[0][0]) if rows and rows[0][0] is not None else ""
-        return BinlogPosition(pos.file, pos.pos, gtid)
+        if not rows or rows[0][0] is None:
+            return pos, False
+        return BinlogPosition(pos.file, pos.pos, str(rows[0][0])), True
 
     def health(self) -> SourceHealth:
         try:
