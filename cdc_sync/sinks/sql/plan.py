@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -68,6 +69,7 @@ def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
     of one key splits them and the order of effects is exactly the source's order."""
     groups: list[Group] = []
     cur: Group | None = None
+    written: _Written | None = None  # built at the first key change with a full old row
 
     def add(
         kind: Kind,
@@ -99,6 +101,8 @@ def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
             # Re-insert so the dict's order is the order of the last occurrence.
             del rows[key]
         rows[key] = value
+        if written is not None:
+            written.note(c, key)
         return c
 
     last_schema: TableSchema | None = None
@@ -133,12 +137,29 @@ def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
             before = rec.before
             old = None if before is None else key_of(before)
             if old is not None and old != key:
+                full = before is not None and not rec.before_is_key_only
+                if unchanged and full and before is not None and _fills(before, unchanged):
+                    # The full old row has the unchanged (TOASTed) values: a whole new row,
+                    # so the move needs no REKEY (which cannot tell swapped rows apart).
+                    row = tuple(
+                        b if v is UNCHANGED else v for v, b in zip(row, before, strict=True)
+                    )
+                    unchanged = ()
                 if unchanged:
                     g = add(_REKEY, target, schema, None, row, unchanged=unchanged)
                     g.old_key = old
-                else:
-                    add(_REMOVE, target, schema, old if hashable else repr(old), old)
-                    add(_UPSERT, target, schema, hkey, row)
+                    continue
+                hold = old if hashable else repr(old)
+                if full and before is not None:
+                    if written is None:
+                        written = _Written(groups)
+                    if written.taken(target, hold, before):
+                        # A deferrable source key: an earlier change of this batch moved
+                        # another row onto the old key, and that row stays (see taken()).
+                        add(_UPSERT, target, schema, hkey, row)
+                        continue
+                add(_REMOVE, target, schema, hold, old)
+                add(_UPSERT, target, schema, hkey, row)
             elif unchanged:
                 add(_UPDATE, target, schema, hkey, row, unchanged=unchanged)
             else:
@@ -149,3 +170,83 @@ def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
                 f"target table {target}: malformed {op.value} record at {rec.position}: {e}"
             ) from None
     return groups
+
+
+def _fills(before: Row, unchanged: tuple[int, ...]) -> bool:
+    """Whether an old row carries the values a new row left UNCHANGED. An unchanged
+    (TOASTed) value is never NULL, so None there means the old row does not have it."""
+    return all(before[i] is not None and before[i] is not UNCHANGED for i in unchanged)
+
+
+def _same(a: object, b: object) -> bool:
+    """Value equality that also holds for NaN and for arrays holding NaN (decoded twice,
+    two float objects that ``==`` calls different)."""
+    if a is b or a == b:
+        return True
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isnan(a) and math.isnan(b)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple) and len(a) == len(b):
+        return all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return False
+
+
+def differs(written: Row, old: Row) -> bool:
+    """Whether the row an earlier change wrote under a key cannot be the old row a key
+    change moves away from it. Columns UNCHANGED on either side are not evidence."""
+    return any(
+        w is not UNCHANGED and o is not UNCHANGED and not _same(w, o)
+        for w, o in zip(written, old, strict=True)
+    )
+
+
+class _Written:
+    """The last row this plan writes under each (target, key), for key changes to consult.
+
+    Built only when a batch has a key change with a full old row (REPLICA IDENTITY FULL,
+    MySQL full images), from the groups so far, then kept up to date by ``add``: batches
+    without one pay a single ``is None`` test per row.
+    """
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, groups: Sequence[Group]) -> None:
+        self._rows: dict[tuple[TableId, object], Row | None] = {}
+        for g in groups:
+            for key in g.rows:
+                self.note(g, key)
+
+    def note(self, group: Group, key: object) -> None:
+        kind, target = group.kind, group.target
+        if kind is _REMOVE:
+            self._rows[(target, key)] = None
+        elif kind is _CLEAR:
+            for k in [k for k in self._rows if k[0] == target]:
+                self._rows[k] = None
+        elif kind is _REKEY:
+            row = group.rows[key]
+            if group.old_key is not None:
+                self._rows[(target, _hkey(group, group.old_key))] = None
+            self._rows[(target, _hkey(group, _new_key(group, row)))] = row
+        else:
+            self._rows[(target, key)] = group.rows[key]
+
+    def taken(self, target: TableId, old_key: object, old_row: Row) -> bool:
+        """True when a key change's old key holds a row this batch wrote that is not the
+        row being moved, so the old key's delete must not happen.
+
+        Under a DEFERRABLE source key one statement may swap keys (1→2, 2→1): uniqueness
+        is checked at its end, so for a moment two rows share key 2, and the change
+        "2→1" moves the *original* row 2 while the row "1→2" wrote there stays. Only the
+        full old row tells the two apart; when the rows are equal they cannot be told
+        apart and the delete happens, as it must in the ordinary chain 1→2, 2→1."""
+        row = self._rows.get((target, old_key))
+        return row is not None and differs(row, old_row)
+
+
+def _new_key(group: Group, row: Row) -> tuple[object, ...]:
+    return tuple(row[i] for i in group.schema.key_indexes)
+
+
+def _hkey(group: Group, key: tuple[object, ...]) -> object:
+    hashable = not any(group.schema.columns[i].type.array_dims for i in group.schema.key_indexes)
+    return key if hashable else repr(key)

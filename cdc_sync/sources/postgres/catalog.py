@@ -62,10 +62,11 @@ ORDER BY a.attnum
 """
 
 # Key columns of the primary key (indisprimary) or replica identity index (indisreplident),
-# in index order
+# in index order, with whether the index is checked immediately (not DEFERRABLE)
 _KEY_SQL = """
-SELECT a.attname
+SELECT a.attname, i.indimmediate, ic.relname
 FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
 WHERE i.indrelid = %s AND i.{flag}
@@ -107,6 +108,24 @@ def _no_key(conn: psycopg.Connection[tuple[object, ...]], table: TableId, oid: i
         f"table {table} has {what} and no replica identity index, so rows cannot be "
         f"identified; fix: ALTER TABLE {q} ADD PRIMARY KEY (<key columns>); "
         f"or: ALTER TABLE {q} REPLICA IDENTITY USING INDEX {idx};"
+    )
+
+
+def _deferrable_key(
+    conn: psycopg.Connection[tuple[object, ...]], table: TableId, oid: int, pkey: str
+) -> NoKeyError:
+    # PostgreSQL never uses a deferrable index as replica identity: with REPLICA IDENTITY
+    # DEFAULT the table has none, and once it is in a publication every UPDATE / DELETE on
+    # it fails at the source. Refused before the publication is touched.
+    q = qualified(table)
+    cand = conn.execute(_CANDIDATE_SQL, (oid,)).fetchone()
+    idx = quote_ident(str(cand[0])) if cand else "<non_deferrable_unique_index_on_not_null_columns>"
+    return NoKeyError(
+        f"table {table} has a DEFERRABLE primary key ({quote_ident(pkey)}), which PostgreSQL "
+        "cannot use as replica identity: with REPLICA IDENTITY DEFAULT, updates and deletes "
+        "on the table would fail at the source once it is published; fix: "
+        f"ALTER TABLE {q} REPLICA IDENTITY FULL; or: "
+        f"ALTER TABLE {q} REPLICA IDENTITY USING INDEX {idx};"
     )
 
 
@@ -155,9 +174,12 @@ def read_schema(
     if unsupported:
         raise UnsupportedColumns(unsupported)
     flag = "indisreplident" if replident == "i" else "indisprimary"
-    key = tuple(str(r[0]) for r in conn.execute(_KEY_SQL.format(flag=flag), (oid,)).fetchall())
+    rows = conn.execute(_KEY_SQL.format(flag=flag), (oid,)).fetchall()
+    key = tuple(str(r[0]) for r in rows)
     if replident == "n" or not key:
         raise _no_key(conn, table, oid, replident)
+    if replident == "d" and rows[0][1] is False:
+        raise _deferrable_key(conn, table, oid, str(rows[0][2]))
     return TableSchema(table, tuple(columns), key)
 
 
