@@ -9,8 +9,9 @@ import click
 
 from cdc_sync.cli_common import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, _fail, _load, config_option
 from cdc_sync.errors import CdcSyncError, ConfigError
-from cdc_sync.runtime.verify import VerifyReport
+from cdc_sync.runtime.verify import TableReport, VerifyReport
 
+_SHOWN = 20  # refused keys listed per table (--json lists more)
 _COLUMNS = ("table", "mode", "rows", "missing", "extra", "different", "repaired", "seconds")
 
 
@@ -24,15 +25,36 @@ def _table(report: VerifyReport) -> str:
     lines.append(f"pipeline {report.pipeline}: {report.status} (source position {report.position})")
     if not report.settled:
         lines.append(
-            "note: the daemon had not caught up with the source when differences were "
-            "re-checked; some may be replication lag (run verify again)"
+            # Said so it is true without a daemon too: --settle 0, or a budget shorter than
+            # the quiet period, ends the wait before any checkpoint could be seen to move.
+            "note: differences were re-checked before the pipeline's checkpoint was seen to "
+            "reach the source position (within --settle seconds); if a daemon is running, "
+            "some may be replication lag: run verify again (with a longer --settle)"
         )
     for t in report.tables:
         if t.refused:
             lines.append(f"{t.table}: {t.refused} key(s) refused by a rule (see cdc-sync dlq)")
         if t.unchecked:
             lines.append(f"{t.table}: {t.unchecked} more differing key(s) were not re-checked")
+        if t.repair_refused:
+            lines += _refusals(t)
     return "\n".join(lines)
+
+
+def _refusals(t: TableReport) -> list[str]:
+    """The keys the target refused to take; the key as dead letters show it (masked)."""
+    lines = [f"{t.table}: {t.repair_refused} key(s) not repaired: the target refuses the row"]
+    letter = {"new": "dead letter written", "open": "a dead letter is open already"}
+    for r in t.refusals[:_SHOWN]:
+        code = r.code or "?"
+        why = [f"SQLSTATE {code}" if len(code) == 5 else f"MySQL error {code}"]
+        why += [f"constraint {r.constraint}"] if r.constraint else []
+        why += [f"column {r.column}"] if r.column else []
+        why.append(letter.get(r.dead_letter, "no dead letter: on_error is stop"))
+        lines.append(f"  key {r.key}: {r.reason} ({'; '.join(why)})")
+    if t.repair_refused > _SHOWN:
+        lines.append(f"  ... and {t.repair_refused - _SHOWN} more (--json, cdc-sync dlq list)")
+    return lines
 
 
 @click.command()

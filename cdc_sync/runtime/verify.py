@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cdc_sync import logs
+from cdc_sync.audit.dead_letters import DeadLetterStore
 from cdc_sync.audit.writer import AuditWriter
 from cdc_sync.checkpoint.store import CheckpointStore
 from cdc_sync.config.models import Config
@@ -22,6 +23,7 @@ from cdc_sync.runtime.events import EVENTS
 from cdc_sync.runtime.rules import PipelineRules
 from cdc_sync.runtime.stop import StopFlag
 from cdc_sync.runtime.verify_fix import Settle, recheck, repair, rescan_hashed_extras
+from cdc_sync.runtime.verify_refused import Refusal, Refusals
 from cdc_sync.runtime.verify_scan import Shaper, scan_table
 from cdc_sync.runtime.wiring import build_source, table_map, target_engine
 from cdc_sync.sinks.sql.read import TargetReader
@@ -45,6 +47,10 @@ class TableReport:
     rechecked: int = 0  # keys that differed during the scan and were looked at again
     unchecked: int = 0  # differing keys beyond the kept maximum: counted, not re-checked
     repaired: int = 0
+    # --repair: keys the target refused to take (a CHECK or unique constraint, a NOT NULL):
+    # left as they were, dead-lettered like the stream does; the first SHOWN are listed.
+    repair_refused: int = 0
+    refusals: list[Refusal] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -172,6 +178,8 @@ def _run(
         waiter.watermark = lambda: source.write_signal(pipeline, f"verify:{uuid.uuid4().hex}")
     sink = SqlSink(create_tables=tc.create_tables)
     audit = AuditWriter(pipeline, pc.audit, schema=tc.state_schema)
+    # on_error: stop keeps no dead letters: a refused repair is then only reported.
+    letters = DeadLetterStore(tc.state_schema) if pc.on_error == "dead_letter" else None
     chunk = pc.verify.chunk_rows
     for src, tt in compiled.items():
         started = time.monotonic()
@@ -199,6 +207,7 @@ def _run(
             conn.commit()  # MySQL: DDL must not start inside a transaction
             sink.ensure_table(conn, tt.schema, chosen[src])
             conn.commit()
+            refusals = Refusals(pipeline, shaper, chosen[src], letters)
             tr.repaired = repair(
                 conn,
                 source,
@@ -209,7 +218,9 @@ def _run(
                 audit=audit,
                 store=store,
                 position=head,
+                refusals=refusals,
             )
+            tr.repair_refused, tr.refusals = refusals.count, refusals.shown
         tr.seconds = round(time.monotonic() - started, 3)
         report.tables.append(tr)
     report.settled = waiter.reached
@@ -218,10 +229,11 @@ def _run(
 def _record(conn: sa.Connection, schema: str | None, report: VerifyReport) -> None:
     """One row per run: counts per table, never a key or a value (they may be PII)."""
     totals = report.totals()
+    skip = ("table", "refusals")  # refusals name keys
     detail: dict[str, Any] = {
         "settled": report.settled,
         "tables": {
-            t.table: {k: v for k, v in asdict(t).items() if k != "table"} for t in report.tables
+            t.table: {k: v for k, v in asdict(t).items() if k not in skip} for t in report.tables
         },
     }
     if report.error:

@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from cdc_sync.audit.dead_letters import DeadLetter
 from cdc_sync.audit.writer import AuditWriter
 from cdc_sync.checkpoint.store import CheckpointStore
-from cdc_sync.errors import CdcSyncError
+from cdc_sync.errors import CdcSyncError, RowLevelError
 from cdc_sync.records import ChangeRecord, Op, Position, Row
+from cdc_sync.runtime.verify_refused import Refusals
 from cdc_sync.runtime.verify_scan import Expected, Shaper, Suspect, Suspects
 from cdc_sync.sinks.sql.read import Key, TargetReader
 from cdc_sync.sinks.sql.sink import SqlSink
@@ -167,13 +169,20 @@ def repair(
     audit: AuditWriter,
     store: CheckpointStore,
     position: Position,
+    refusals: Refusals,
 ) -> int:
-    """Write the differing keys through the sink, audited with outcome 'repair'.
+    """Write the differing keys through the sink, audited with outcome 'repair'; returns
+    how many were written.
 
     The pipeline's checkpoint row is locked first (FOR UPDATE): the daemon cannot commit
     while the source rows are read and written, so everything it applied is older than
     what is written here, and everything newer reaches the target after this commit (the
-    stream is past the checkpoint). Keys a rule refuses are left alone (dead letters)."""
+    stream is past the checkpoint). Keys a rule refuses are left alone (dead letters).
+
+    A row the target refuses (a constraint, a NOT NULL, a too long value) is handled as the
+    stream handles it: rolled back to its own savepoint, dead-lettered (unless a letter is
+    open for the key already) and noted in ``refusals``; the other keys and the letters
+    commit together, in this one transaction."""
     todo = [*verdict.missing, *verdict.extra, *verdict.different]
     if not todo:
         return 0
@@ -184,29 +193,48 @@ def repair(
     present_text = {shaper.key_text(k) for k in present}
     now = datetime.now(UTC)
     items: list[ChangeRecord] = []
+    # Per item: its suspect, the source record it was shaped from (None: a delete) and its
+    # audit row, for a refusal to be dead-lettered and its audit row corrected.
+    origin: list[tuple[Suspect, ChangeRecord | None, int]] = []
     for s in todo:
         row, exp = expected[s]
         if exp.refused:
             continue
         applied = None
+        rec = None
         if row is not None:
+            rec = shaper.record(row, Op.UPDATE)
             try:  # an UPDATE without an old image: an upsert, or a delete if filtered out
-                applied = shaper.tt.apply(shaper.record(row, Op.UPDATE))
+                applied = shaper.tt.apply(rec)
             except RuleError:
                 continue  # refused since the re-check: the stream dead-letters it
         if applied is not None:
             out = applied.record
         elif shaper.key_text(s.target_key) in present_text:
-            out = _delete(shaper, s.target_key, position, now)
+            out, rec = _delete(shaper, s.target_key, position, now), None
         else:
             continue
         items.append(out)
         rules = applied.rules if applied is not None else ()
-        audit.add(out, reader.table, outcome="repair", rules=rules, extra={"by": "verify"})
-    sink.apply(conn, [(r, reader.table) for r in items])
-    audit.flush(conn)
+        index = audit.add(out, reader.table, outcome="repair", rules=rules, extra={"by": "verify"})
+        origin.append((s, rec, index))
+    refused: list[tuple[int, DeadLetter]] = []
+
+    def reject(i: int, err: RowLevelError) -> None:
+        s, rec, _ = origin[i]
+        refused.append((i, refusals.add(s, rec, items[i], err)))
+
+    sink.apply_or_reject(conn, [(r, reader.table) for r in items], reject)
+    states = refusals.write(conn)
+    rows = audit.take()
+    for n, (i, letter) in enumerate(refused):
+        # Outcome as the stream writes it for a refused row; 'refused' without a letter.
+        outcome = "refused" if states[n] == "none" else "dead_letter"
+        why = {"code": letter.error_code, "constraint": letter.constraint}
+        audit.mark(rows, origin[i][2], outcome, {"dead_letter": why})
+    audit.write(conn, rows)
     conn.commit()
-    return len(items)
+    return len(items) - len(refused)
 
 
 def _delete(shaper: Shaper, key: Key, position: Position, now: datetime) -> ChangeRecord:

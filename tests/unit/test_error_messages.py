@@ -83,3 +83,16 @@ def test_a_refused_pg_login_is_permanent_other_start_up_failures_are_not(
 def test_a_refused_mysql_login_names_user_and_fix(errno: int, text: str, fix: str) -> None:
     err = classify_mysql_error(pymysql.err.OperationalError(errno, text), "target")
     assert isinstance(err, PermanentError) and text in str(err) and fix in str(err)
+
+
+@pytest.mark.parametrize(
+    ("errno", "text"),
+    [
+        (4025, "CONSTRAINT `name_chk` failed for `hub`.`items`"),  # MariaDB
+        (3819, "Check constraint 'name_chk' is violated."),  # MySQL 8
+    ],
+)
+def test_a_mysql_check_refusal_names_its_constraint(errno: int, text: str) -> None:
+    err = classify_mysql_error(pymysql.err.IntegrityError(errno, text), "target table t")
+    assert getattr(err, "constraint", None) == "name_chk"
+    assert "(constraint name_chk)" in str(err) and f"MySQL error {errno}" in str(err)

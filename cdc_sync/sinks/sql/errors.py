@@ -137,6 +137,19 @@ _DENIED = re.compile(
 _COLUMN = re.compile(r"column (?:`[^`]*`\.`[^`]*`\.`([^`]*)`|'([^']*)')", re.IGNORECASE)
 
 
+# A CHECK refusal names the constraint: MariaDB "CONSTRAINT `c` failed for `d`.`t`" (4025),
+# MySQL "Check constraint 'c' is violated." (3819). An identifier, never a value.
+_CHECK = re.compile(r"^(?:CONSTRAINT `([^`]*)` failed|Check constraint '([^']*)' is violated)")
+
+
+def mysql_constraint(err: BaseException) -> str | None:
+    """The CHECK constraint a MySQL / MariaDB refusal names, if any."""
+    if mysql_errno(err) not in (3819, 4025):
+        return None
+    found = _CHECK.search(str(err.args[1]) if len(err.args) > 1 else "")
+    return (found.group(1) or found.group(2)) if found else None
+
+
 def mysql_errno(err: BaseException) -> int | None:
     """The MySQL error number of a PyMySQL error (its first argument), else None."""
     if isinstance(err, pymysql.MySQLError) and err.args and isinstance(err.args[0], int):
@@ -180,10 +193,13 @@ def classify_mysql_error(err: pymysql.MySQLError, where: str) -> CdcSyncError:
         return TransientError(msg)
     if errno in MYSQL_ROW_LEVEL:
         reason = _MY_REASONS.get(errno or 0, "the target refused the row")
+        constraint = mysql_constraint(err)
+        named = f" (constraint {constraint})" if constraint else ""
         return TargetRowError(
-            f"{where}: {what}{reason} (MySQL error {errno})",
+            f"{where}: {what}{reason}{named} (MySQL error {errno})",
             code=str(errno),
             reason=reason,
+            constraint=constraint,
             column=column,
         )
     return PermanentError(msg)
