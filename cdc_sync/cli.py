@@ -102,8 +102,12 @@ def run(config_path: str | None, pipelines: tuple[str, ...], until_caught_up: bo
     names = _pipelines(cfg, pipelines)
     stop = StopFlag()
     stop.install()
-    with observing(cfg, names, stop, daemon=not until_caught_up):
-        outcomes = run_all(cfg, names, stop, until_caught_up)
+    try:
+        # Starting the observers may fail too (metrics.listen port in use): one line, exit 1.
+        with observing(cfg, names, stop, daemon=not until_caught_up):
+            outcomes = run_all(cfg, names, stop, until_caught_up)
+    except CdcSyncError as e:
+        _fail(EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_FAILED, [str(e)])
     failed = [o for o in outcomes if o.result == "failed"]
     if failed:
         # Rules naming what the source does not have are a config problem, found only once
@@ -166,6 +170,7 @@ def snapshot(  # noqa: PLR0917  (click passes options positionally)
                     end = snapshot_admin.wait(
                         cfg, name, task_id, stop,
                         lambda t: click.echo(snapshot_admin.describe(t), err=True),
+                        on_note=lambda m: click.echo(m, err=True),
                     )  # fmt: skip
                     if end.status == "failed":
                         _fail(EXIT_FAILED, [snapshot_admin.describe(end)])
@@ -273,6 +278,8 @@ def offsets_reset(
         if not yes:
             click.confirm(f"{plan.describe()}?", abort=True)
         apply_reset(cfg, plan, dead.who())
+    except ConfigError as e:  # an unusable --to: invalid arguments, exit 2 (README)
+        _fail(EXIT_CONFIG, [f"pipeline {pipeline}: {p}" for p in e.problems])
     except CdcSyncError as e:
         _fail(EXIT_FAILED, [f"pipeline {pipeline}: {e}"])
     click.echo(f"reset: {plan.describe()}")
@@ -284,30 +291,68 @@ def dlq() -> None:
 
 
 _STATUSES = click.Choice(["open", "retried", "discarded", "all"])
-table_option = click.option("--table", help="Only this source or target table (schema.name).")
+table_option = click.option(
+    "--table", help="Only this source or target table ([schema.]name, as verify takes it)."
+)
 id_option = click.option(
     "--id", "ids", type=int, multiple=True, help="Dead letter id (repeatable)."
 )
 
 
-def _letters(
-    cfg: Config,
-    pipelines: tuple[str, ...],
-    *,
-    table: str | None,
-    ids: tuple[int, ...],
-    status: str | None,
-    limit: int | None = None,
-) -> list[dict[str, object]]:
+def _scopes(
+    cfg: Config, pipelines: tuple[str, ...], table: str | None
+) -> dict[str, frozenset[str]]:
+    """The pipelines to read and, with --table, that table's names in each. Pipelines without
+    the table are left out; none having it exits 2 (a typo must not read "no dead letters")."""
     from cdc_sync.runtime import dlq as dead  # noqa: PLC0415  (only dlq commands need it)
 
-    out: list[dict[str, object]] = []
-    for name in _pipelines(cfg, pipelines):
+    names = _pipelines(cfg, pipelines)
+    if table is None:
+        return dict.fromkeys(names, frozenset())
+    scopes: dict[str, frozenset[str]] = {}
+    problems: list[str] = []
+    for name in names:
         try:
-            out += dead.select(cfg, name, table=table, ids=ids, status=status, limit=limit)
+            scopes[name] = dead.table_names(cfg, name, table)
+        except ConfigError as e:
+            problems += e.problems
+    if not scopes:
+        _fail(EXIT_CONFIG, problems)
+    return scopes
+
+
+def _by_id(
+    cfg: Config, pipelines: tuple[str, ...], table: str | None, ids: tuple[int, ...]
+) -> dict[int, dict[str, object]]:
+    """Each --id's letter, whatever its status. Ids are numbered per target table, so two
+    pipelines writing to different targets both have an id 1: such an id exits 2 unless
+    --pipeline says which one is meant (acting on both is never what was asked)."""
+    from cdc_sync.runtime import dlq as dead  # noqa: PLC0415
+
+    owners: dict[int, list[dict[str, object]]] = {}
+    for name, tables in _scopes(cfg, pipelines, table).items():
+        try:
+            rows = dead.select(cfg, name, tables=tables, ids=ids, status=None)
         except CdcSyncError as e:
             _fail(EXIT_FAILED, [f"pipeline {name}: {e}"])
-    return out
+        for r in rows:
+            owners.setdefault(int(str(r["id"])), []).append(r)
+    ambiguous = [
+        f"--id {dl_id}: dead letters of pipelines "
+        f"{', '.join(sorted(str(r['pipeline']) for r in rs))} have this id (ids are numbered "
+        "per target); add --pipeline to choose one"
+        for dl_id, rs in sorted(owners.items())
+        if len(rs) > 1
+    ]
+    if ambiguous:
+        _fail(EXIT_CONFIG, ambiguous)
+    return {dl_id: rs[0] for dl_id, rs in owners.items()}
+
+
+def _missing(dl_id: int, pipelines: tuple[str, ...], table: str | None) -> str:
+    scope = f" in pipeline {', '.join(pipelines)}" if pipelines else ""
+    scope += f" for table {table}" if table else ""
+    return f"no dead letter with id {dl_id}{scope} (dlq list --status all lists every id)"
 
 
 @dlq.command("list")
@@ -315,7 +360,13 @@ def _letters(
 @pipeline_option
 @table_option
 @click.option("--status", type=_STATUSES, default="open", show_default=True)
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="At most this many per pipeline, oldest first (0: all).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def dlq_list(
     *,
@@ -326,12 +377,30 @@ def dlq_list(
     limit: int,
     as_json: bool,
 ) -> None:
-    """One line per dead letter: id, table, key (masked), why."""
+    """One line per dead letter: id, pipeline, table, key (masked), why. Ids are numbered per
+    target, so with several targets the pipeline tells letters with the same id apart."""
+    from cdc_sync.runtime import dlq as dead  # noqa: PLC0415
+
     cfg = _load(config_path)
     chosen = None if status == "all" else status
-    rows = _letters(cfg, pipelines, table=table, ids=(), status=chosen, limit=limit)
+    rows: list[dict[str, object]] = []
+    notes: list[str] = []
+    for name, tables in _scopes(cfg, pipelines, table).items():
+        try:
+            found = dead.page(cfg, name, tables=tables, status=chosen, limit=limit)
+        except CdcSyncError as e:
+            _fail(EXIT_FAILED, [f"pipeline {name}: {e}"])
+        rows += found.rows
+        if found.total > len(found.rows):
+            what = f"{chosen} dead letters" if chosen else "dead letters"
+            notes.append(
+                f"pipeline {name}: showing {len(found.rows)} of {found.total} {what}; "
+                "use --limit N (0: all)"
+            )
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
+        for note in notes:  # stdout stays one JSON document
+            click.echo(note, err=True)
         return
     if not rows:
         click.echo("no dead letters")
@@ -343,6 +412,8 @@ def dlq_list(
             f"{r['id']}  {r['pipeline']}  {r['source_table']}  {r['op']}  pk={r['pk']}  "
             f"{r['stage']}:{why}{col}  {r['status']}  {r['created_at']}  {r['reason']}"
         )
+    for note in notes:
+        click.echo(note)
 
 
 @dlq.command("show")
@@ -354,21 +425,58 @@ def dlq_show(config_path: str | None, pipelines: tuple[str, ...], ids: tuple[int
     cfg = _load(config_path)
     if not ids:
         _fail(EXIT_CONFIG, ["--id: give at least one dead letter id"])
-    rows = _letters(cfg, pipelines, table=None, ids=ids, status=None)
-    if not rows:
-        _fail(EXIT_FAILED, [f"no dead letter with id {', '.join(map(str, ids))}"])
-    click.echo(json.dumps(rows, indent=2, default=str))
+    letters = _by_id(cfg, pipelines, None, ids)
+    wanted = list(dict.fromkeys(ids))
+    if letters:
+        click.echo(json.dumps([letters[i] for i in wanted if i in letters], indent=2, default=str))
+    missing = [_missing(i, pipelines, None) for i in wanted if i not in letters]
+    if missing:
+        _fail(EXIT_FAILED, missing)
 
 
 def _chosen(
     cfg: Config, pipelines: tuple[str, ...], table: str | None, ids: tuple[int, ...], all_: bool
 ) -> dict[str, list[int]]:
+    """The open letters to act on, per pipeline. An --id that does not exist or is already
+    closed fails the whole command before anything changes (exit 1, like show)."""
     if not ids and not all_:
         _fail(EXIT_CONFIG, ["give --id N (repeatable) or --all (with --pipeline / --table)"])
     chosen: dict[str, list[int]] = {}
-    for r in _letters(cfg, pipelines, table=table, ids=ids, status="open"):
-        chosen.setdefault(str(r["pipeline"]), []).append(int(str(r["id"])))
+    if not ids:
+        for r in _letters(cfg, pipelines, table=table, status="open"):
+            chosen.setdefault(str(r["pipeline"]), []).append(int(str(r["id"])))
+        return chosen
+    letters = _by_id(cfg, pipelines, table, ids)
+    problems: list[str] = []
+    for dl_id in dict.fromkeys(ids):
+        letter = letters.get(dl_id)
+        if letter is None:
+            problems.append(_missing(dl_id, pipelines, table))
+        elif letter["status"] != "open":
+            problems.append(
+                f"dead letter {dl_id} of pipeline {letter['pipeline']} is already "
+                f"{letter['status']} (at {letter['resolved_at']}); nothing to do "
+                f"(dlq show --id {dl_id} has who and when)"
+            )
+        else:
+            chosen.setdefault(str(letter["pipeline"]), []).append(dl_id)
+    if problems:
+        _fail(EXIT_FAILED, problems)
     return chosen
+
+
+def _letters(
+    cfg: Config, pipelines: tuple[str, ...], *, table: str | None, status: str | None
+) -> list[dict[str, object]]:
+    from cdc_sync.runtime import dlq as dead  # noqa: PLC0415
+
+    out: list[dict[str, object]] = []
+    for name, tables in _scopes(cfg, pipelines, table).items():
+        try:
+            out += dead.select(cfg, name, tables=tables, status=status)
+        except CdcSyncError as e:
+            _fail(EXIT_FAILED, [f"pipeline {name}: {e}"])
+    return out
 
 
 @dlq.command("retry")
@@ -389,7 +497,10 @@ def dlq_retry(
 
     cfg = _load(config_path)
     failed = False
-    for name, chosen in _chosen(cfg, pipelines, table, ids, all_).items():
+    todo = _chosen(cfg, pipelines, table, ids, all_)
+    if not todo:
+        click.echo("no open dead letters match")
+    for name, chosen in todo.items():
         try:
             report = dead.retry(cfg, name, chosen, dead.who())
         except CdcSyncError as e:

@@ -7,7 +7,7 @@ import json
 import click
 
 from cdc_sync.cli_common import EXIT_CONFIG, EXIT_FAILED, _fail, _load, config_option
-from cdc_sync.errors import CdcSyncError
+from cdc_sync.errors import CdcSyncError, ConfigError
 
 
 @click.command()
@@ -41,10 +41,15 @@ def replay(  # noqa: PLR0917  (click passes options positionally)
     cfg = _load(config_path)
     if pipeline not in cfg.pipelines:
         _fail(EXIT_CONFIG, [f"--pipeline: no pipeline named {pipeline!r}"])
-    try:
+    try:  # parsing reads only the config: a failure here is an invalid argument, exit 2
         first = parse_position(cfg, pipeline, start, "--from")
         last = parse_position(cfg, pipeline, end, "--to") if end is not None else None
+    except CdcSyncError as e:
+        _fail(EXIT_CONFIG, [f"pipeline {pipeline}: {e}"])
+    try:
         report = run_replay(cfg, pipeline, first, last, table, dead.who())
+    except ConfigError as e:
+        _fail(EXIT_CONFIG, [f"pipeline {pipeline}: {p}" for p in e.problems])
     except CdcSyncError as e:
         _fail(EXIT_FAILED, [f"pipeline {pipeline}: {e}"])
     if as_json:

@@ -32,6 +32,8 @@ def _verify(v: dict[str, Any] | None) -> str:
 
 
 def _lines(s: dict[str, Any]) -> list[str]:
+    if "lease_held" not in s:
+        return _unread(s)
     lease = "none"
     if s.get("lease_owner"):
         held = "held" if s["lease_held"] else "lapsed"
@@ -54,6 +56,18 @@ def _lines(s: dict[str, Any]) -> list[str]:
     out += [f"    {t['summary']}" for t in s.get("snapshots_active") or []]
     out += [f"  error: {e}" for e in s["errors"]]
     return out
+
+
+def _unread(s: dict[str, Any]) -> list[str]:
+    """The target could not be read: what it holds is unknown, not 'none' or '0' (the
+    source head may still be known)."""
+    unknown = "unknown (target unreachable)"
+    rows = [(label, unknown) for label in ("position", "lag", "last batch", "lease")]
+    rows.insert(1, ("source head", s.get("source_head") or "unknown"))
+    rows += [(label, unknown) for label in ("dead letters", "snapshots", "last verify")]
+    out = [f"pipeline {s['pipeline']}"]
+    out += [f"  {label:<13} {text}" for label, text in rows]
+    return out + [f"  error: {e}" for e in s["errors"]]
 
 
 @click.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -87,24 +87,51 @@ class DeadLetterStore:
         conn: sa.Connection,
         *,
         pipeline: str | None = None,
-        table: str | None = None,
+        tables: Collection[str] = (),
         ids: Sequence[int] = (),
         status: str | None = OPEN,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
+        """Oldest first; ``tables`` matches a letter's source or target table name."""
         t = self.table
-        q = sa.select(t).order_by(t.c.id)
+        q = self._where(sa.select(t), pipeline, tables, ids, status).order_by(t.c.id)
+        if limit:
+            q = q.limit(limit)
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+    def count(
+        self,
+        conn: sa.Connection,
+        *,
+        pipeline: str | None = None,
+        tables: Collection[str] = (),
+        status: str | None = OPEN,
+    ) -> int:
+        """How many letters ``select`` would return without a limit."""
+        q = self._where(
+            sa.select(sa.func.count()).select_from(self.table), pipeline, tables, (), status
+        )
+        return int(conn.execute(q).scalar_one())
+
+    def _where(
+        self,
+        q: sa.Select[Any],
+        pipeline: str | None,
+        tables: Collection[str],
+        ids: Sequence[int],
+        status: str | None,
+    ) -> sa.Select[Any]:
+        t = self.table
         if pipeline:
             q = q.where(t.c.pipeline == pipeline)
-        if table:
-            q = q.where(sa.or_(t.c.source_table == table, t.c.target_table == table))
+        if tables:
+            names = sorted(tables)
+            q = q.where(sa.or_(t.c.source_table.in_(names), t.c.target_table.in_(names)))
         if ids:
             q = q.where(t.c.id.in_(list(ids)))
         if status:
             q = q.where(t.c.status == status)
-        if limit:
-            q = q.limit(limit)
-        return [dict(r._mapping) for r in conn.execute(q)]
+        return q
 
     def resolve(self, conn: sa.Connection, dl_id: int, status: str, by: str) -> bool:
         """Close an open dead letter (retried / discarded); False when it was not open."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import sqlalchemy as sa
 
@@ -25,13 +25,48 @@ STATE = {
 MIGRATE = "run `cdc-sync migrate -c <config> --owner-dsn-env <VAR>` as their owner"
 
 
+def namespace_exists(conn: sa.Connection, name: str) -> bool:
+    """Whether the target has this schema (PostgreSQL) or database (MySQL / MariaDB)."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        query = "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :s"
+    else:
+        query = "SELECT 1 FROM pg_namespace WHERE nspname = :s"
+    return _pg_one(conn, query, s=name) is not None
+
+
+def namespace_problems(
+    conn: sa.Connection, pipeline: str, entries: Mapping[str, tuple[TableId, bool]]
+) -> tuple[list[str], set[TableId]]:
+    """Table entries (config key -> target table, whether ``target:`` was given) whose
+    target schema / database does not exist: one problem each, naming the entry's key path
+    and the fix; and those targets, which the other checks skip. Nothing is created: the
+    daemon never makes a schema or database."""
+    mysql = conn.dialect.name in ("mysql", "mariadb")
+    what = "database" if mysql else "schema"
+    # Where a table may go instead: the DSN's database (MySQL), the search_path's first
+    # schema (PostgreSQL).
+    home = str(_pg_one(conn, "SELECT DATABASE()" if mysql else "SELECT current_schema()"))
+    out: list[str] = []
+    missing: set[TableId] = set()
+    known: dict[str, bool] = {}
+    for key, (t, named) in sorted(entries.items()):
+        if known.setdefault(t.schema, namespace_exists(conn, t.schema)):
+            continue
+        missing.add(t)
+        why = "" if named else " (the default target name is the source's schema.table)"
+        create = f"CREATE DATABASE `{t.schema}`" if mysql else f'CREATE SCHEMA "{t.schema}"'
+        out.append(
+            f"target: pipelines.{pipeline}.tables.{key}: the target has no {what} "
+            f"{t.schema!r}{why}; set target: {home}.{t.name} (or, if the table belongs in "
+            f"{t.schema!r}, {create};)"
+        )
+    return out, missing
+
+
 def pg_problems(
     conn: sa.Connection, tables: Iterable[TableId], state_schema: str | None, create: bool
 ) -> list[str]:
     out: list[str] = []
-    for schema in sorted({t.schema for t in tables}):
-        if not _pg_one(conn, "SELECT 1 FROM pg_namespace WHERE nspname = :s", s=schema):
-            out.append(f'target: schema {schema!r} does not exist; fix: CREATE SCHEMA "{schema}";')
     for t in sorted(tables, key=str):
         qualified = f'"{t.schema}"."{t.name}"'
         if _pg_one(conn, "SELECT to_regclass(:t) IS NOT NULL", t=qualified):
@@ -75,6 +110,16 @@ def _state(
     have: set[tuple[str, str, str]] | None = None,
 ) -> list[str]:
     """The cdc_sync_* tables: current and usable, or creatable by the daemon itself."""
+    if pg and not namespace_exists(conn, schema):
+        return [
+            f"target: the schema {schema!r} for the cdc_sync_* tables (state_schema) does not "
+            f'exist; fix: CREATE SCHEMA "{schema}" AUTHORIZATION <owner>; then {MIGRATE}'
+        ]
+    if pg and not _pg_one(conn, "SELECT has_schema_privilege(:s, 'USAGE')", s=schema):
+        return [
+            f"target: user lacks USAGE on schema {schema!r}, which holds the cdc_sync_* "
+            f'tables; fix: GRANT USAGE ON SCHEMA "{schema}" TO <cdc user>;'
+        ]
     exists = (
         _pg_one(conn, "SELECT to_regclass(:t) IS NOT NULL", t=f'"{schema}".{ALEMBIC_VERSION_TABLE}')
         if pg
@@ -92,7 +137,9 @@ def _state(
             f"target: the cdc_sync_* tables do not exist in {schema!r} and the user may not "
             f"create them; fix: {MIGRATE}, then grant the daemon's role its DML (docs/security.md)"
         ]
-    out = []
+    out = _state_privileges(conn, schema, pg, have)
+    if any(ALEMBIC_VERSION_TABLE in line for line in out):
+        return out  # the revision cannot be read: the GRANTs come first
     revision = current_revision(conn, schema)
     conn.commit()
     if revision != HEAD_REVISION and not _owns_state(conn, schema, pg, have):
@@ -100,6 +147,15 @@ def _state(
             f"target: the cdc_sync_* tables in {schema!r} are at revision {revision}, this "
             f"version needs {HEAD_REVISION}; fix: {MIGRATE}"
         )
+    return out
+
+
+def _state_privileges(
+    conn: sa.Connection, schema: str, pg: bool, have: set[tuple[str, str, str]] | None
+) -> list[str]:
+    """What the daemon may not do to its own tables, each with its GRANT (docs/security.md:
+    after ``migrate --owner-dsn-env`` the owner grants these to the daemon's role)."""
+    out: list[str] = []
     for table, privs in STATE.items():
         if pg:
             qualified = f'"{schema}".{table}'

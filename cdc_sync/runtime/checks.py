@@ -17,10 +17,17 @@ from cdc_sync.checkpoint.store import CheckpointStore
 from cdc_sync.config.dsn import parse_mysql_dsn
 from cdc_sync.config.models import Config, MysqlSource, MysqlTarget, PostgresSource
 from cdc_sync.errors import CdcSyncError, ConfigError
-from cdc_sync.runtime.check_target import mysql_problems, pg_problems
+from cdc_sync.records import TableId
+from cdc_sync.runtime.check_target import (
+    mysql_problems,
+    namespace_exists,
+    namespace_problems,
+    pg_problems,
+)
 from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.rules import PipelineRules
 from cdc_sync.runtime.self_loop import SelfLoopError, check_not_itself
+from cdc_sync.runtime.signal_check import signal_problems
 from cdc_sync.runtime.wiring import build_source, state_schema_of, table_map, target_engine
 from cdc_sync.sinks.sql.sink import SqlSink
 
@@ -47,21 +54,46 @@ def _source_problems(config: Config, name: str) -> list[str]:
         source.close()
 
 
+def _entries(config: Config, name: str) -> dict[str, tuple[TableId, bool]]:
+    """Each table entry's config key -> its target table, and whether ``target:`` names it."""
+    targets = table_map(config, name)
+    return {
+        key: (targets[TableId.parse(key)], tc.target is not None)
+        for key, tc in config.pipelines[name].tables.items()
+    }
+
+
 def _target_problems(config: Config, name: str) -> list[str]:
     engine = target_engine(config, name)
     tname = config.pipelines[name].target
     tc = config.targets[tname]
-    tables = list(table_map(config, name).values())
     try:
-        with engine.connect() as conn:
+        conn = engine.connect()
+    except _PROBE_ERRORS as e:
+        engine.dispose()
+        return [f"target: {classify(e, 'cannot connect to target')}"]
+    # Connected: what fails from here on is a probe (a privilege, say), not the connection.
+    try:
+        with conn:
+            out, missing = namespace_problems(conn, name, _entries(config, name))
+            tables = [t for t in table_map(config, name).values() if t not in missing]
             if conn.dialect.name in ("mysql", "mariadb"):
                 state = state_schema_of(config, tname)
-                return mysql_problems(conn, tables, state, tc.create_tables)
-            return pg_problems(conn, tables, tc.state_schema, tc.create_tables)
+                return out + mysql_problems(conn, tables, state, tc.create_tables)
+            return out + pg_problems(conn, tables, tc.state_schema, tc.create_tables)
     except _PROBE_ERRORS as e:
-        return [f"target: {classify(e, 'cannot connect to target')}"]
+        return [f"target: {classify(e, 'cannot check the target')}"]
     finally:
         engine.dispose()
+
+
+def _signal_problems(config: Config, name: str) -> list[str]:
+    """An existing signal table the daemon cannot write its watermarks into: found here, not
+    when a re-snapshot is requested from the running daemon."""
+    try:
+        return signal_problems(config, name)
+    except _PROBE_ERRORS:
+        return []  # a source that cannot be reached: reported by _source_problems
 
 
 def _self_loop_problems(config: Config, name: str) -> list[str]:
@@ -148,6 +180,8 @@ def _table_problems(config: Config, name: str) -> list[str]:
         sink = SqlSink(create_tables=tc.create_tables)
         with engine.connect() as conn:
             for table, compiled in shaped.items():
+                if not namespace_exists(conn, targets[table].schema):
+                    continue  # reported by _target_problems, with the table entry's key
                 problem = sink.table_problem(conn, compiled.schema, targets[table])
                 if problem is not None:
                     out.append(f"target: {problem}")
@@ -313,7 +347,8 @@ def check_pipeline(
             warn(w)
         else:
             logs.get().warning("check_warning", pipeline=name, warning=w)
-    out = _source_problems(config, name) + _rule_problems(config, name)
+    out = _source_problems(config, name) + _signal_problems(config, name)
+    out += _rule_problems(config, name)
     out += _target_problems(config, name) + _self_loop_problems(config, name)
     out += _table_problems(config, name) + _link_problems(config, name)
     return out + _checkpoint_problems(config, name)

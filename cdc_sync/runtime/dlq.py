@@ -18,10 +18,11 @@ from cdc_sync.audit.dead_letters import DISCARDED, RETRIED, DeadLetterStore
 from cdc_sync.audit.keys import from_json
 from cdc_sync.audit.writer import AuditWriter
 from cdc_sync.config.models import Config
-from cdc_sync.errors import CdcSyncError, PermanentError, RowLevelError
+from cdc_sync.errors import CdcSyncError, ConfigError, PermanentError, RowLevelError
 from cdc_sync.records import ChangeRecord, Op, Position, TableId, TableSchema, UnreadableRow
 from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.rules import PipelineRules
+from cdc_sync.runtime.verify import _chosen as verify_tables  # one resolution for --table
 from cdc_sync.runtime.wiring import build_source, table_map, target_engine
 from cdc_sync.sinks.sql.sink import SqlSink
 from cdc_sync.state.migrate import upgrade
@@ -54,19 +55,46 @@ def _target(config: Config, pipeline: str) -> Iterator[tuple[sa.Connection, Dead
         engine.dispose()
 
 
+def table_names(config: Config, pipeline: str, table: str) -> frozenset[str]:
+    """``--table`` resolved as ``verify`` resolves it (schema optional, a source or a target
+    name): the names a dead letter of that table carries. ConfigError when the pipeline has
+    no such table, so a typo is not answered with "no dead letters"."""
+    try:
+        chosen = verify_tables(config, pipeline, table)
+    except ValueError as e:  # TableId.parse: not a table name at all
+        raise ConfigError([f"--table: {e}"]) from None
+    return frozenset(str(t) for pair in chosen.items() for t in pair)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """The letters shown and how many match in all (``--limit`` may cut the list)."""
+
+    rows: list[dict[str, Any]]
+    total: int
+
+
 def select(
     config: Config,
     pipeline: str,
     *,
-    table: str | None,
-    ids: tuple[int, ...],
+    tables: frozenset[str] = frozenset(),
+    ids: tuple[int, ...] = (),
     status: str | None,
-    limit: int | None = None,
 ) -> list[dict[str, Any]]:
     with _target(config, pipeline) as (conn, store):
-        return store.select(
-            conn, pipeline=pipeline, table=table, ids=ids, status=status, limit=limit
-        )
+        return store.select(conn, pipeline=pipeline, tables=tables, ids=ids, status=status)
+
+
+def page(
+    config: Config, pipeline: str, *, tables: frozenset[str], status: str | None, limit: int
+) -> Page:
+    """The oldest ``limit`` letters (0: all) and the number of all that match."""
+    with _target(config, pipeline) as (conn, store):
+        rows = store.select(conn, pipeline=pipeline, tables=tables, status=status, limit=limit)
+        if not limit or len(rows) < limit:
+            return Page(rows, len(rows))
+        return Page(rows, store.count(conn, pipeline=pipeline, tables=tables, status=status))
 
 
 def discard(config: Config, pipeline: str, ids: list[int], by: str) -> list[int]:

@@ -18,6 +18,10 @@ class Listener:
 
     def pipeline_started(self, pipeline: str) -> None: ...
 
+    def standing_by(self, pipeline: str) -> None:
+        """This daemon does not hold the pipeline's lease: it waits for it, or just lost it
+        to another daemon (nothing more commits from here). Alive, but not streaming."""
+
     def batch_applied(
         self,
         pipeline: str,
@@ -90,6 +94,9 @@ class Events(Listener):
 
     def pipeline_started(self, pipeline: str) -> None:
         self._each("pipeline_started", pipeline)
+
+    def standing_by(self, pipeline: str) -> None:
+        self._each("standing_by", pipeline)
 
     def batch_applied(
         self,

@@ -16,8 +16,9 @@ from cdc_sync.runtime.events import Listener
 ALIVE_WITHIN_SECONDS = 60.0
 """A running pipeline that reported nothing for this long counts as stuck (/healthz)."""
 
-STARTING, RUNNING, RETRYING, FINISHED, FAILED = (
+STARTING, STANDBY, RUNNING, RETRYING, FINISHED, FAILED = (
     "starting",
+    "standby",
     "running",
     "retrying",
     "finished",
@@ -66,6 +67,11 @@ class HealthTracker(Listener):
 
     def pipeline_started(self, pipeline: str) -> None:
         self._seen(pipeline, RUNNING)
+
+    def standing_by(self, pipeline: str) -> None:
+        # Healthy (the wait pings alive) but not ready: another daemon applies. The lag of
+        # our last batch describes that daemon's past, not ours: forgotten.
+        self._seen(pipeline, STANDBY).lag_seconds = None
 
     def batch_applied(self, pipeline: str, *, lag_seconds: float, **_: Any) -> None:
         self._seen(pipeline).lag_seconds = lag_seconds

@@ -17,6 +17,7 @@ from cdc_sync.config.models import Config, PostgresSource
 from cdc_sync.errors import PermanentError, ShutdownRequested
 from cdc_sync.runtime.events import EVENTS
 from cdc_sync.runtime.stop import StopFlag
+from cdc_sync.runtime.wiring import target_engine
 from cdc_sync.sources.postgres.liveness import WatchedConnection
 
 # A kill -9'd daemon on another host is taken over after at most TTL + one poll (< 15 s).
@@ -90,6 +91,7 @@ def wait_for_lease(
         if waited is None:
             waited = time.monotonic()
             log.info("lease_waiting", holder=got.owner, lease_expires_at=str(got.expires_at))
+            EVENTS.standing_by(store.pipeline)
         EVENTS.alive(store.pipeline)
         if stop.wait(POLL_SECONDS):
             raise ShutdownRequested("stop requested while waiting for the lease")
@@ -124,23 +126,23 @@ class LeaseKeeper:
             failures = 0
             if not held:
                 # The next save is fenced (FencedError): nothing more commits from here.
-                self.lost = True
-                self._log.warning("lease_lost")
+                self._lost()
                 return
+
+    def _lost(self) -> None:
+        self.lost = True
+        self._log.warning("lease_lost")
+        # At once, not at the fenced commit: /readyz and pipeline_up must never show two
+        # daemons applying one pipeline, and this one no longer does.
+        EVENTS.standing_by(self._store.pipeline)
 
     def close(self, release: bool) -> None:
         self._done.set()
         self._thread.join()
         if not release and not self.lost:
             self._notice_loss()
-        if not release or self.lost:
-            return
-        try:
-            with self._engine.connect() as conn:
-                self._store.release(conn, self._token)
-                conn.commit()
-        except Exception as e:  # noqa: BLE001  (the lease then simply expires)
-            self._log.warning("lease_release_failed", error_class=type(e).__name__)
+        if release and not self.lost:
+            release_lease(self._engine, self._store, self._token, self._log)
 
     def _notice_loss(self) -> None:
         """After a failure: the new owner may have ended our sessions before the renewal
@@ -153,8 +155,7 @@ class LeaseKeeper:
         except Exception:  # noqa: BLE001  (the target may be away: the retry finds out)
             return
         if not held:
-            self.lost = True
-            self._log.warning("lease_lost")
+            self._lost()
 
     def __enter__(self) -> LeaseKeeper:
         return self
@@ -168,6 +169,38 @@ class LeaseKeeper:
         # Released only after a clean return; after an error the retry takes it back at
         # once (same owner), while a crash leaves it to expire.
         self.close(release=kind is None)
+
+
+def release_lease(engine: sa.Engine, store: CheckpointStore, token: int, log: Any) -> None:
+    """Expire our lease now, so a standby or an operator's ``offsets reset`` need not wait
+    for the TTL. Only once nothing of ours can commit any more; fenced by ``token``, so a
+    lease another daemon took meanwhile is left alone."""
+    try:
+        with engine.connect() as conn:
+            store.release(conn, token)
+            conn.commit()
+    except Exception as e:  # noqa: BLE001  (the lease then simply expires)
+        log.warning("lease_release_failed", error_class=type(e).__name__)
+
+
+class KeptLease:
+    """The lease a failed attempt kept for its retry (same owner: the retry takes it back at
+    once). When no retry follows after all (retries used up, a stop during the backoff) the
+    pipeline releases it on its way out (:meth:`release`)."""
+
+    def __init__(self) -> None:
+        self.token: int | None = None
+
+    def release(self, config: Config, pipeline: str, log: Any) -> None:
+        token, self.token = self.token, None
+        if token is None:
+            return
+        schema = config.targets[config.pipelines[pipeline].target].state_schema
+        engine = target_engine(config, pipeline, daemon=True)
+        try:
+            release_lease(engine, CheckpointStore(pipeline, schema=schema), token, log)
+        finally:
+            engine.dispose()
 
 
 def evict_stale_reader(config: Config, pipeline: str, stop: StopFlag, log: Any) -> None:

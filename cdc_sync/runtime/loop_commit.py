@@ -46,6 +46,8 @@ _IDLE_SECONDS = 5.0
 class Batch:
     """What the open target transaction holds; only completed source transactions count."""
 
+    # Monotonic time of the batch's first change, set at its first TxBegin by the loop
+    # (cdc_sync_batch_duration_seconds, batch_ms, max_seconds); creation time until then.
     started: float = field(default_factory=time.monotonic)
     rows: int = 0
     transactions: int = 0
@@ -372,8 +374,8 @@ class CommitLoop:
             if not c.transactions:
                 continue  # an idle keep-alive: nothing was applied
             lag = max(0.0, (datetime.now(UTC) - c.commit_time).total_seconds())
-            ms = (time.monotonic() - c.started) * 1000
-            self._applied.add(c.rows, c.transactions, lag, c.position.to_text(), ms)
+            seconds = time.monotonic() - c.started
+            self._applied.add(c.rows, c.transactions, lag, c.position.to_text(), seconds * 1000)
             if self.on_batch:
                 self.on_batch(c.rows, lag)
             EVENTS.batch_applied(
@@ -381,7 +383,7 @@ class CommitLoop:
                 rows=c.rows,
                 transactions=c.transactions,
                 lag_seconds=lag,
-                seconds=time.monotonic() - c.started,
+                seconds=seconds,
                 position=c.position.to_text(),
                 per_table=c.per_table,
             )

@@ -171,6 +171,10 @@ class MetricsListener(Listener):
         if self.enabled:
             self.up.labels(pipeline).set(1)
 
+    def standing_by(self, pipeline: str) -> None:
+        if self.enabled:
+            self.up.labels(pipeline).set(0)  # another daemon applies: never two "up" at once
+
     def batch_applied(
         self,
         pipeline: str,
@@ -241,7 +245,7 @@ class MetricsListener(Listener):
         self.verify_at.labels(pipeline).set(time.time())
 
 
-Describe = Callable[[Config, str], dict[str, Any]]
+Describe = Callable[[Config, str, float], dict[str, Any]]
 
 
 class LagProbe:
@@ -280,7 +284,8 @@ class LagProbe:
 
     def probe(self, name: str) -> None:
         try:
-            out = self._describe(self._config, name)
+            # Bytes and the last applied time only: no waiting for the checkpoint to settle.
+            out = self._describe(self._config, name, 0.0)
         except Exception as e:  # noqa: BLE001  (the probe must outlive a server being down)
             self._metrics.probe_errors.labels(name).inc()
             self._log.warning("lag_probe_failed", pipeline=name, error_class=type(e).__name__)

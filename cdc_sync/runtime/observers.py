@@ -43,20 +43,19 @@ def observing(
         EVENTS.clear()
 
 
-def _start(config: Config, stop: StopFlag) -> list[Closeable | None]:
+def _start(config: Config, stop: StopFlag) -> Iterator[Closeable | None]:
     """Each observer that is configured; imported only then (prometheus-client, the HTTP
-    server, urllib), which keeps a plain `run` from paying for them at start."""
-    out: list[Closeable | None] = []
+    server, urllib), which keeps a plain `run` from paying for them at start. One at a time:
+    those started before one that fails (a port in use) are closed again."""
     if config.metrics.listen is not None:
         from cdc_sync.runtime.metrics import start_metrics  # noqa: PLC0415
 
-        out.append(start_metrics(config))
+        yield start_metrics(config)
     if config.alerts.webhook is not None or config.alerts.command is not None:
         from cdc_sync.runtime.alerts import start_alerts  # noqa: PLC0415
 
-        out.append(start_alerts(config))
+        yield start_alerts(config)
     if os.environ.get("NOTIFY_SOCKET"):  # systemd Type=notify
         from cdc_sync.runtime.sdnotify import start_notify  # noqa: PLC0415
 
-        out.append(start_notify(stop))
-    return out
+        yield start_notify(stop)

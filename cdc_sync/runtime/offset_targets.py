@@ -13,7 +13,7 @@ from pymysqlreplication.gtid import GtidSet
 
 from cdc_sync.config.dsn import parse_mysql_dsn
 from cdc_sync.config.models import Config, MysqlSource, PostgresSource
-from cdc_sync.errors import PermanentError
+from cdc_sync.errors import ConfigError, PermanentError
 from cdc_sync.records import BinlogPosition, Heartbeat, PgLsn, Position, TxBegin, TxCommit
 from cdc_sync.runtime.wiring import table_map
 from cdc_sync.sources.mysql import admin as my_admin
@@ -106,10 +106,10 @@ def _postgres(config: Config, pipeline: str, sc: PostgresSource, to: str) -> Res
 def _as(text: str, kind: type[_P], expected: str) -> _P:
     try:
         pos = Position.parse(text) if text.startswith(f"{kind.kind}:") else kind.from_body(text)
-    except ValueError:
-        raise PermanentError(f"--to {text!r}: expected {expected}") from None
+    except ValueError:  # not a position at all: an invalid argument (exit 2)
+        raise ConfigError([f"--to {text!r}: expected {expected}"]) from None
     if not isinstance(pos, kind):
-        raise PermanentError(f"--to {text!r}: expected {expected}")
+        raise ConfigError([f"--to {text!r}: expected {expected}"])
     return pos
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -11,13 +12,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from cdc_sync.audit.writer import AuditWriter
-from cdc_sync.checkpoint.store import CheckpointStore
+from cdc_sync.checkpoint.store import Checkpoint, CheckpointStore
 from cdc_sync.config.models import Config, PostgresSource
 from cdc_sync.errors import CdcSyncError, PermanentError
 from cdc_sync.records import BinlogPosition, PgLsn, Position
 from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.offset_targets import resolve
 from cdc_sync.runtime.wiring import build_source, target_engine
+from cdc_sync.sources.base import SourceHealth
 from cdc_sync.sources.health import retention_warnings
 from cdc_sync.sources.postgres import peek
 from cdc_sync.state.migrate import upgrade
@@ -35,30 +37,84 @@ def _bytes_behind(head: Position, at: Position) -> int | None:
     return None
 
 
-def describe(config: Config, name: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"pipeline": name}
-    engine = target_engine(config, name)
-    state_schema = config.targets[config.pipelines[name].target].state_schema
-    try:
-        with engine.connect() as conn:
-            has_state = sa.inspect(conn).has_table("cdc_sync_checkpoints", schema=state_schema)
-            cp = CheckpointStore(name, schema=state_schema).load(conn) if has_state else None
-    except CdcSyncError:
-        raise
-    except Exception as e:
-        raise classify(e, "target") from e
-    finally:
-        engine.dispose()
+# How long ``describe`` watches a live daemon's checkpoint: an idle daemon moves it to the
+# source's heartbeat position every 5 s (loop_commit._IDLE_SECONDS), a busy one commits batches.
+SETTLE_SECONDS = 8.0
+
+
+def _head(config: Config, name: str) -> tuple[Position, SourceHealth]:
     source = build_source(config, name)
     try:
-        head = source.head()
-        health = source.health()
+        return source.head(), source.health()
     except CdcSyncError:
         raise
     except Exception as e:
         raise classify(e, "source") from e
     finally:
         source.close()
+
+
+def _past(position: Position, head: Position) -> bool:
+    try:
+        return position >= head
+    except TypeError:  # a checkpoint of another kind of source: only a reset changes it
+        return False
+
+
+def _settle(
+    conn: sa.Connection, store: CheckpointStore, cp: Checkpoint, head: Position, budget: float
+) -> tuple[Checkpoint, bool]:
+    """Whether nothing is pending for the pipeline at ``head``: a live daemon's checkpoint
+    reaches it within ``budget`` seconds (only WAL / binlog of other tables or databases lay
+    between; the daemon skips it and moves its checkpoint past it while idle). A batch
+    committed meanwhile ends the wait: the daemon is applying changes, and the source
+    commit time of what it applied measures the lag. Returns the newest checkpoint."""
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = store.load(conn)
+        conn.rollback()  # no snapshot kept: MySQL would show the same row forever
+        if now is None:
+            return cp, False
+        if _past(now.position, head):
+            return now, True
+        if now.committed_at != cp.committed_at:
+            return now, False
+    return cp, False
+
+
+def describe(config: Config, name: str, settle: float = SETTLE_SECONDS) -> dict[str, Any]:
+    """Checkpoint, source head and lag for one pipeline.
+
+    ``lag_seconds`` is how long the oldest change not yet applied has waited: 0 when the
+    checkpoint is at or past the source head, or when a daemon holds the lease and its
+    checkpoint reaches the head read here within ``settle`` seconds (the log between held
+    nothing for the pipeline: other tables, other databases, the server's own records).
+    Otherwise the time since the source commit of the last applied transaction, an upper
+    bound: every change not applied committed after it. Without a running daemon nothing
+    tells whether the log after the checkpoint holds changes of the pipeline's tables."""
+    out: dict[str, Any] = {"pipeline": name}
+    engine = target_engine(config, name)
+    state_schema = config.targets[config.pipelines[name].target].state_schema
+    store = CheckpointStore(name, schema=state_schema)
+    try:
+        with engine.connect() as conn:
+            has_state = sa.inspect(conn).has_table("cdc_sync_checkpoints", schema=state_schema)
+            conn.rollback()
+            # The head first: a checkpoint read after it that has reached it is caught up.
+            head, health = _head(config, name)
+            cp = store.load(conn) if has_state else None
+            live = cp is not None and store.lease_holder(conn) is not None
+            conn.rollback()
+            reached = cp is not None and _past(cp.position, head)
+            if cp is not None and live and not reached and settle > 0:
+                cp, reached = _settle(conn, store, cp, head, settle)
+    except CdcSyncError:
+        raise
+    except Exception as e:
+        raise classify(e, "target") from e
+    finally:
+        engine.dispose()
     out["source_head"] = head.to_text()
     # Retention (slot wal_status / retained WAL, binlog files): how close to losing changes.
     out["source_health"] = {
@@ -80,7 +136,7 @@ def describe(config: Config, name: str) -> dict[str, Any]:
     behind = _bytes_behind(head, cp.position)
     out["lag_bytes"] = behind
     # Nothing pending means no lag, however long ago the last change was.
-    if behind == 0 or cp.committed_at is None:
+    if reached or behind == 0 or cp.committed_at is None:
         out["lag_seconds"] = 0.0
     else:
         out["lag_seconds"] = round((datetime.now(UTC) - cp.committed_at).total_seconds(), 3)
@@ -129,12 +185,18 @@ def target_connection(config: Config, name: str) -> Iterator[tuple[sa.Connection
         engine.dispose()
 
 
-def refuse_if_held(store: CheckpointStore, conn: sa.Connection, lock: bool) -> None:
+_RESET_RISK = "a reset under a running daemon would be overwritten or fence it mid-batch"
+
+
+def refuse_if_held(
+    store: CheckpointStore, conn: sa.Connection, lock: bool, risk: str = _RESET_RISK
+) -> None:
+    """Refuse while a daemon holds the lease; ``risk`` says why, for the command refused."""
     owner = store.lease_holder(conn, lock=lock)
     if owner is not None:
         raise PermanentError(
             f"pipeline {store.pipeline} is running (lease held by {owner}); stop the daemon "
-            "first: a reset under a running daemon would be overwritten or fence it mid-batch"
+            f"first: {risk}"
         )
 
 

@@ -83,6 +83,10 @@ class PipelineLoop(CommitLoop):
             if isinstance(ev, TxBegin):
                 in_tx = ev
                 self._tx_changes = 0
+                if self._batch.last_commit is None:
+                    # The batch's first transaction: its duration (and max_seconds) count
+                    # from here, not from the previous commit (idle time is no batch time).
+                    self._batch.started = time.monotonic()
                 if self.stop.is_set and self._batch.last_commit is not None:
                     self._commit(self._batch)
                     return "stopped"

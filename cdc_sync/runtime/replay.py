@@ -85,7 +85,13 @@ def replay(  # noqa: PLR0917  (the CLI's options)
         upgrade(conn, schema=schema)
         conn.commit()
         store = CheckpointStore(name, schema=schema)
-        refuse_if_held(store, conn, lock=False)
+        refuse_if_held(
+            store,
+            conn,
+            lock=False,
+            risk="a replay between the daemon's batches could "
+            "overwrite newer values with older ones",
+        )
         cp = store.load(conn)
         conn.commit()
         stop = end if end is not None else (cp.position if cp is not None else None)

@@ -15,6 +15,7 @@ from cdc_sync.audit.keys import from_json, json_safe
 from cdc_sync.checkpoint.snapshots import SnapshotStore, SnapshotTask
 from cdc_sync.errors import PermanentError
 from cdc_sync.records import ChangeRecord, Op, Position, Row, TableId, TableSchema
+from cdc_sync.runtime.signal_check import fix_text
 from cdc_sync.sources.base import Source
 
 Emit = Callable[[TableId, TableSchema, list[Row], Position, str, datetime], None]
@@ -138,26 +139,47 @@ class Resnapshot:
         schema = self.schemas[task.table]
         tag = f"{task.id}:{uuid.uuid4().hex}"
         low, high = f"{tag}:low", f"{tag}:high"
-        self.source.write_signal(self.pipeline, low)
+        if not self._signal(task, low):
+            return
         try:
             rows = self.source.read_chunk(
                 task.table, schema, self._after, self.chunk_rows, task.where
             )
         except PermanentError as e:
             # A bad --where or a vanished table ends this request, not the pipeline.
-            reason = str(e)
-            self.in_tx(lambda c: self.store.finish(c, task.id, "failed", reason))
-            self.log.error("resnapshot_failed", table=str(task.table), task=task.id, error=reason)
-            self._task = None
-            self._finished.add(task.id)
+            self._fail(task, str(e))
             return
-        self.source.write_signal(self.pipeline, high)
+        if not self._signal(task, high):
+            return
         idx = schema.key_indexes
         self._chunk = {_hashable(tuple(r[i] for i in idx)): r for r in rows}
         if rows:
             self._after = tuple(rows[-1][i] for i in idx)
         self._full = len(rows) >= self.chunk_rows
         self._marks = (low, high)
+
+    def _signal(self, task: SnapshotTask, value: str) -> bool:
+        """Write a watermark; False when it cannot be, for good (the task has failed then).
+
+        A signal table of another shape, missing, or not writable by the daemon's user ends
+        the re-snapshot with the fix in its reason (what ``snapshot --wait`` prints), not
+        the pipeline: streaming needs no signal table. Transient errors go to the loop."""
+        try:
+            self.source.write_signal(self.pipeline, value)
+        except PermanentError as e:
+            from cdc_sync.sources.mysql.source import MysqlCapture  # noqa: PLC0415  (rare)
+
+            mysql = isinstance(self.source, MysqlCapture)
+            self._fail(task, f"{e}. Fix: {fix_text(mysql, self.signal_table)}")
+            return False
+        return True
+
+    def _fail(self, task: SnapshotTask, reason: str) -> None:
+        """End ``task`` as failed with ``reason`` (stored and logged: no row values in it)."""
+        self.in_tx(lambda c: self.store.finish(c, task.id, "failed", reason))
+        self.log.error("resnapshot_failed", table=str(task.table), task=task.id, error=reason)
+        self._task, self._chunk, self._marks = None, None, None
+        self._finished.add(task.id)
 
     # -- called by the loop for stream records ---------------------------------------------
 

@@ -39,9 +39,11 @@ from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.cycle_check import refused
 from cdc_sync.runtime.events import EVENTS
 from cdc_sync.runtime.lease import (
+    KeptLease,
     LeaseKeeper,
     end_stalled_writers,
     evict_stale_reader,
+    release_lease,
     wait_for_lease,
 )
 from cdc_sync.runtime.link import LinkApplier, require_full_images
@@ -81,21 +83,26 @@ def run_once(
     *,
     snapshot_only: bool = False,
     on_progress: OnProgress | None = None,
+    kept: KeptLease | None = None,
 ) -> str:
     """One attempt: connect, prepare, copy what the snapshot mode asks for, stream until
     stopped / caught up (``snapshot_only``: return after the copy); raises classified
-    errors."""
+    errors. The lease is released on the way out unless a retry may follow (a transient
+    error): then it is kept, its token in ``kept`` for the caller to release should no
+    retry come after all."""
     log = logs.get().bind(pipeline=name)
     pc = config.pipelines[name]
     targets = table_map(config, name)
     tc = config.targets[pc.target]
     engine = target_engine(config, name, daemon=True)
     source = build_source(config, name)
+    checkpoints = CheckpointStore(name, schema=tc.state_schema)
+    token: int | None = None
     keeper: LeaseKeeper | None = None
     stamper: Stamper | None = None
     link: LinkApplier | None = None
     watch: TargetWatch | None = None
-    failed = False
+    retry_may_follow = False
     try:
         try:
             connection = engine.connect()
@@ -106,7 +113,6 @@ def run_once(
             check_not_itself(source.instance(), conn, targets)  # before anything is made there
             upgrade(conn, schema=tc.state_schema)
             conn.commit()
-            checkpoints = CheckpointStore(name, schema=tc.state_schema)
             # Invariant 6: a standby waits here while another daemon holds the pipeline;
             # one-shot runs (`--until-caught-up`, a snapshot copy) fail instead, naming it.
             one_shot = until_caught_up or snapshot_only
@@ -208,16 +214,24 @@ def run_once(
             # The statement a stop cancelled: its transaction rolled back, nothing to report.
             log.warning("stopped_after_cancel", error_class=type(e).__name__)
             return "stopped"
-        failed = True
-        raise classify(e, f"pipeline {name}") from e
+        err = classify(e, f"pipeline {name}")
+        retry_may_follow = isinstance(err, TransientError)
+        raise err from e
     finally:
         if watch is not None:
             watch.close()
         if stamper is not None:
             stamper.close()
         source.close()
+        # Nothing of this attempt commits any more (the writer is closed). A retry takes a
+        # kept lease back at once (same owner); any other end releases it now: a standby
+        # or an `offsets reset` need not wait for it to expire. A crash leaves it to expire.
         if keeper is not None:
-            keeper.close(release=not failed)
+            keeper.close(release=not retry_may_follow)
+        elif token is not None and not retry_may_follow:
+            release_lease(engine, checkpoints, token, log)  # ended before the keeper began
+        if kept is not None and token is not None:
+            kept.token = token if retry_may_follow else None
         engine.dispose()
 
 
@@ -384,21 +398,27 @@ def run_pipeline(config: Config, name: str, stop: StopFlag, until_caught_up: boo
         from cdc_sync.runtime.verify import start_scheduled_verify  # noqa: PLC0415
 
         start_scheduled_verify(config, name, stop)
-    while True:
-        try:
-            result = attempts(run_once, config, name, stop, until_caught_up)
-        except ShutdownRequested:
-            result = "stopped"
-        except FencedError as e:
-            if until_caught_up:
+    kept = KeptLease()
+    try:
+        while True:
+            try:
+                result = attempts(run_once, config, name, stop, until_caught_up, kept=kept)
+            except ShutdownRequested:
+                result = "stopped"
+            except FencedError as e:
+                if until_caught_up:
+                    return _failed(name, e, log)
+                # Another daemon took the pipeline over (this one was paused or cut off past
+                # its lease): nothing was committed with the stale token. Stand by again.
+                log.warning("lease_lost_standing_by", error=str(e))
+                continue
+            except CdcSyncError as e:
                 return _failed(name, e, log)
-            # Another daemon took the pipeline over (this one was paused or cut off past
-            # its lease): nothing was committed with the stale token. Stand by again.
-            log.warning("lease_lost_standing_by", error=str(e))
-            continue
-        except CdcSyncError as e:
-            return _failed(name, e, log)
-        break
+            break
+    finally:
+        # Whatever ended the run (retries used up, a stop during the backoff), no retry
+        # takes back the lease the last failed attempt kept: released now.
+        kept.release(config, name, log)
     log.info("pipeline_finished", result=result)
     EVENTS.finished(name, result)
     return Outcome(name, result)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from cdc_sync.checkpoint.snapshots import ACTIVE, SnapshotStore, SnapshotTask
+from cdc_sync.checkpoint.store import CheckpointStore
 from cdc_sync.config.models import Config
 from cdc_sync.errors import CdcSyncError, PermanentError, ShutdownRequested
 from cdc_sync.records import TableId
 from cdc_sync.runtime.classify import classify
+from cdc_sync.runtime.lease import TTL_SECONDS, holder_gone
 from cdc_sync.runtime.runner import retrying, run_once
 from cdc_sync.runtime.snapshot import OnProgress
 from cdc_sync.runtime.stop import StopFlag
@@ -90,6 +95,59 @@ def tasks(config: Config, name: str, active_only: bool = False) -> list[Snapshot
         return found
 
 
+# How long --wait goes on without a daemon on the pipeline before it gives up: one whose
+# process is provably gone (this host) gets a service manager's restart's worth; one on
+# another host may be between retries (no lease while backing off) for retry.max_seconds.
+_GONE_SECONDS = 15.0
+_BACKOFF_MARGIN = 5.0
+# A running daemon picks a request up within a second, between source transactions.
+_UNPICKED_SECONDS = 30.0
+_UNPICKED = (
+    "re-snapshot #{id} is still requested after {secs:.0f}s while a daemon runs the pipeline: "
+    "it starts between source transactions (a long one delays it); a daemon started before "
+    "signal_table was set never takes it: restart that daemon"
+)
+
+
+@dataclass(frozen=True)
+class _Daemon:
+    """The pipeline's lease as stored: a live holder, or the last one and whether it ran here."""
+
+    live: bool
+    owner: str | None
+
+
+def _daemon(config: Config, name: str) -> _Daemon:
+    store = CheckpointStore(name, schema=_store(config, name)[1])
+    t = store.table
+    with _state(config, name, "cannot read the pipeline's lease") as conn:
+        live = store.lease_holder(conn)
+        owner = conn.execute(sa.select(t.c.owner).where(t.c.pipeline == name)).scalar()
+        conn.commit()
+    return _Daemon(live is not None, live or (str(owner) if owner else None))
+
+
+def _running(daemon: _Daemon) -> bool:
+    """A live lease, or its holder's process still runs on this host (between two attempts
+    after a transient error it holds no live lease, but it is still the pipeline's daemon)."""
+    if daemon.live:
+        return True
+    owner = daemon.owner
+    if owner is None or owner.rpartition(":")[0] != socket.gethostname():
+        return False
+    return not holder_gone(owner)
+
+
+def _no_daemon(name: str, task: SnapshotTask, daemon: _Daemon, seconds: float) -> PermanentError:
+    last = f" (last held by {daemon.owner})" if daemon.owner else ""
+    return PermanentError(
+        f"pipeline {name}: no daemon has been running it for {seconds:.0f}s{last}, so "
+        f"re-snapshot #{task.id} of {task.table} is not progressing (still {task.status}); "
+        "it continues when the daemon starts again: see the daemon's log for why it stopped "
+        "(cdc-sync check -c <config> may name the cause), then start it"
+    )
+
+
 def wait(
     config: Config,
     name: str,
@@ -98,9 +156,18 @@ def wait(
     on_change: Callable[[SnapshotTask], None],
     *,
     poll_seconds: float = 1.0,
+    on_note: Callable[[str], None] | None = None,
 ) -> SnapshotTask:
-    """Poll one task until it ends (or a stop is asked for); reports each change."""
+    """Poll one task until it ends (or a stop is asked for); reports each change, and once
+    to ``on_note`` a request no running daemon has taken after a while.
+
+    The daemon does the copy: when none runs the pipeline (it stopped, maybe on an error
+    that left the task as it was) for longer than a restart or a retry takes, waiting is
+    pointless: PermanentError, naming it."""
     last: SnapshotTask | None = None
+    backoff = config.pipelines[name].retry.max_seconds + TTL_SECONDS + _BACKOFF_MARGIN
+    absent_since: float | None = None
+    began, noted = time.monotonic(), on_note is None
     while True:
         found = [t for t in tasks(config, name) if t.id == task_id]
         if not found:
@@ -109,7 +176,22 @@ def wait(
         if last is None or task.rows_done != last.rows_done or task.status != last.status:
             on_change(task)
         last = task
-        if task.status not in ACTIVE or stop.wait(poll_seconds):
+        if task.status not in ACTIVE:
+            return task
+        daemon = _daemon(config, name)
+        now = time.monotonic()
+        if _running(daemon):
+            absent_since = None
+            if not noted and task.status == "requested" and now - began >= _UNPICKED_SECONDS:
+                assert on_note is not None
+                on_note(_UNPICKED.format(id=task.id, secs=now - began))
+                noted = True
+        else:
+            absent_since = now if absent_since is None else absent_since
+            gone = daemon.owner is None or holder_gone(daemon.owner)
+            if now - absent_since >= (_GONE_SECONDS if gone else backoff):
+                raise _no_daemon(name, task, daemon, now - absent_since)
+        if stop.wait(poll_seconds):
             return task
 
 

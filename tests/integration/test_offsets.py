@@ -122,7 +122,7 @@ def test_pg_reset_dry_run_earliest_latest_and_refusals(
     assert res.returncode == 1
     assert "WAL has no timestamp index" in res.stderr
     res = s.cli("offsets", "reset", "-p", s.pipeline, "--to", "nonsense", "--yes")
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert "expected an LSN" in res.stderr
 
 

@@ -120,7 +120,8 @@ def test_lag_probe_sets_lag_bytes_and_counts_failures(hub: Any) -> None:
     _, reg, listener = hub
     calls: list[str] = []
 
-    def describe(_: Config, name: str) -> dict[str, Any]:
+    def describe(_: Config, name: str, settle: float) -> dict[str, Any]:
+        assert settle == 0.0  # the probe never waits for a checkpoint to settle
         calls.append(name)
         if name == "down":
             raise RuntimeError("source unreachable")

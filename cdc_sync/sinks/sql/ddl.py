@@ -13,6 +13,7 @@ from cdc_sync.errors import PermanentError
 from cdc_sync.records import Column, ColumnType, Kind, TableId, TableSchema
 from cdc_sync.sinks.sql.types import TypeMapper, enum_type_id, quote_ident
 
+_SCHEMA = sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s")
 # needs_value: a row written without a value for the column is refused (NOT NULL, and no
 # default, identity or generation expression gives it one). in_pk: part of the primary key.
 _COLUMNS = sa.text(
@@ -109,6 +110,16 @@ def missing_column_problem(
         f"the source table has no such column any more (dropped or renamed at the source?), "
         f"so no row can be written; the source's key is ({', '.join(key)}): give the target "
         "table that key (or map the table to a new target and re-snapshot it)"
+    )
+
+
+def missing_namespace(target: TableId, what: str) -> str:
+    """``target``'s schema (PostgreSQL) or database (MySQL) does not exist: the daemon never
+    creates one, the names of which may only be the source's (a table without ``target:``)."""
+    return (
+        f"target table {target}: the target has no {what} {target.schema!r}, and the daemon "
+        f"does not create one; set the table's target: to a table in an existing {what} "
+        f"(e.g. target: <{what}>.{target.name}), or create the {what} first"
     )
 
 
@@ -227,6 +238,9 @@ class TableMaker:
 
     def ensure(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
         qualified = _qualified(target)
+        # First: PostgreSQL 15's to_regclass fails on a schema that does not exist.
+        if conn.execute(_SCHEMA, {"s": target.schema}).first() is None:
+            raise PermanentError(missing_namespace(target, "schema"))
         existing = {
             name: _Existing(int(oid), spelled, bool(needs), bool(in_pk))
             for name, oid, spelled, needs, in_pk in conn.execute(_COLUMNS, {"t": qualified})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from cdc_sync.sinks.sql.ddl import (
     added_without_backfill,
     made_nullable,
     missing_column_problem,
+    missing_namespace,
     no_key_index,
     widened,
 )
@@ -28,6 +30,7 @@ from cdc_sync.sinks.sql.mysql_collation import (
     check_key_collations,
     exact_collation,
 )
+from cdc_sync.sinks.sql.mysql_labels import labels, merged_labels
 from cdc_sync.sinks.sql.mysql_types import MySqlTypes, key_budgets
 
 _COLUMNS = sa.text(
@@ -44,7 +47,6 @@ _UNIQUE = sa.text(
 )
 _SCHEMA = sa.text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :s")
 _INT_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|bigint|year)\(\d+\)")
-_LABELS = re.compile(r"'((?:[^']|'')*)'")
 _STRING_KINDS = frozenset({Kind.TEXT, Kind.VARCHAR, Kind.CHAR})
 _DIALECT = mysql.dialect()
 
@@ -166,8 +168,17 @@ def _holds(big: str, small: str) -> bool | None:
     return None
 
 
-def _labels(spelled: str) -> list[str]:
-    return [m.replace("''", "'") for m in _LABELS.findall(spelled)]
+def _relabelled(col: Column, have: ExistingColumn) -> Column | None:
+    """``col`` as the target needs it: an ENUM / SET into one of the same kind gets the labels
+    ``merged_labels`` says (None: the target holds every source value already, so rows the
+    source wrote before it dropped or added labels replay too); any other column as it is."""
+    kind = col.type.kind
+    if kind not in (Kind.ENUM, Kind.SET) or have.data_type != kind.value:
+        return col
+    merged = merged_labels(col.type.enum_labels, labels(have.column_type))
+    if merged is None:
+        return None
+    return dataclasses.replace(col, type=dataclasses.replace(col.type, enum_labels=merged))
 
 
 class MySqlTableMaker:
@@ -249,20 +260,21 @@ class MySqlTableMaker:
                     f"target table {target} does not exist and create_tables is off; "
                     "create it or turn create_tables on"
                 )
-            out = []
             if conn.execute(_SCHEMA, {"s": target.schema}).first() is None:
-                out.append(
-                    f"CREATE DATABASE IF NOT EXISTS {_ident(target.schema)} "
-                    f"CHARACTER SET utf8mb4 COLLATE {self._table_collation(conn)}"
-                )
-            return _Plan([*out, self._create(conn, schema, target)])
+                # Never made here: a database outside the DSN's, which nobody named (a table
+                # entry without target: keeps the source's schema.table), is a surprise.
+                raise PermanentError(missing_namespace(target, "database"))
+            return _Plan([self._create(conn, schema, target)])
         self._check_key(conn, schema, target)
         check_key_collations(schema, existing, target, self._table_collation(conn))
         keys = key_budgets(schema)
         alter: list[str] = []
         p = _Plan()
-        for col in schema.columns:
-            have = existing.get(col.name)
+        for source_col in schema.columns:
+            have = existing.get(source_col.name)
+            col = source_col if have is None else _relabelled(source_col, have)
+            if col is None:
+                continue  # an ENUM / SET with every source label already
             spec = self._spec(col, target, keys.get(col.name))
             if have is None:
                 # Nullable even when the source column is NOT NULL: existing target rows have
@@ -357,7 +369,7 @@ class MySqlTableMaker:
         if (
             kind in (Kind.ENUM, Kind.SET)
             and have.data_type == kind.value
-            and set(_labels(have.column_type)) <= set(col.type.enum_labels)
+            and set(labels(have.column_type)) <= set(col.type.enum_labels)
         ):
             return f"MODIFY COLUMN {_ident(col.name)} {spec}{have.keep_collation()} {null}"
         holds = _holds(got, want)  # the existing type holds every value of the source's?
