@@ -90,7 +90,9 @@ def test_custom_function_in_snapshot_and_stream(
 
     first, second = ids()
     assert ids("--table", "public.people") == [first, second]
-    assert ids("--table", "public.other") == [] and ids("--status", "retried") == []
+    assert ids("--table", "people") == [first, second] and ids("--status", "retried") == []
+    other = r.cli("dlq", "list", "--table", "public.other")
+    assert other.returncode == 2 and "is not a table of pipeline custom_p" in other.stderr
     assert ids("--limit", "1") == [first]
     assert ids("-p", "custom_p", "--status", "all") == [first, second]
     assert r.cli("dlq", "discard", "--id", str(first), "--yes").returncode == 0

@@ -382,7 +382,7 @@ def test_existing_binary_columns_are_kept_widened_or_refused(
     ]
 
 
-def test_missing_database_is_created_and_key_columns_get_bounded_types(
+def test_missing_database_is_refused_and_key_columns_get_bounded_types(
     engine: sa.Engine, my_target_dsn: str
 ) -> None:
     target = TableId(db_of(my_target_dsn) + "_crm", "customers")
@@ -399,6 +399,13 @@ def test_missing_database_is_created_and_key_columns_get_bounded_types(
         with pytest.raises(PermanentError, match="create_tables is off"):
             SqlSink(create_tables=False).ensure_table(conn, schema, target)
         conn.rollback()
+        # Never made by the daemon (a table entry without target: keeps the source's schema,
+        # which may name no database of this server): refused, naming what to do.
+        with pytest.raises(PermanentError, match=r"has no database .* does not create one"):
+            SqlSink().ensure_table(conn, schema, target)
+        conn.rollback()
+        conn.exec_driver_sql(f"CREATE DATABASE `{target.schema}`")
+        conn.commit()
         SqlSink().ensure_table(conn, schema, target)
         cols = conn.exec_driver_sql(
             "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS "
