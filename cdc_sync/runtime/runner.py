@@ -5,11 +5,9 @@ from __future__ import annotations
 import gc
 import sys
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -20,13 +18,11 @@ from tenacity import (
 )
 
 from cdc_sync import logs
-from cdc_sync.audit.conflicts import ConflictStore
 from cdc_sync.audit.dead_letters import DeadLetterStore
 from cdc_sync.audit.writer import AuditWriter
-from cdc_sync.checkpoint.snapshots import INITIAL, RESNAPSHOT, SnapshotStore, SnapshotTask
-from cdc_sync.checkpoint.store import Checkpoint, CheckpointStore
-from cdc_sync.config.links import origin_name
-from cdc_sync.config.models import Config, MysqlSource, PostgresSource
+from cdc_sync.checkpoint.snapshots import INITIAL, SnapshotStore
+from cdc_sync.checkpoint.store import CheckpointStore
+from cdc_sync.config.models import Config
 from cdc_sync.errors import (
     CdcSyncError,
     FencedError,
@@ -34,7 +30,6 @@ from cdc_sync.errors import (
     ShutdownRequested,
     TransientError,
 )
-from cdc_sync.records import TableId, TableSchema
 from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.cycle_check import refused
 from cdc_sync.runtime.events import EVENTS
@@ -46,22 +41,24 @@ from cdc_sync.runtime.lease import (
     release_lease,
     wait_for_lease,
 )
-from cdc_sync.runtime.link import LinkApplier, require_full_images
-from cdc_sync.runtime.link_clock import Clock, CurrentTimes
+from cdc_sync.runtime.link import LinkApplier
 from cdc_sync.runtime.link_stamp import Stamper
 from cdc_sync.runtime.pipeline import PipelineLoop, log_schema
-from cdc_sync.runtime.resnapshot import Resnapshot
 from cdc_sync.runtime.rules import PipelineRules
+from cdc_sync.runtime.run_setup import (
+    initial_checkpoint,
+    link_parts,
+    link_stamper,
+    resnapshot,
+    same_source,
+)
 from cdc_sync.runtime.self_loop import check_not_itself
 from cdc_sync.runtime.snapshot import InitialSnapshot, OnProgress, late_copy
 from cdc_sync.runtime.snapshot import plan as snapshot_plan
-from cdc_sync.runtime.source_identity import check_source_identity
 from cdc_sync.runtime.stop import STOP_GRACE_SECONDS, StopFlag
 from cdc_sync.runtime.target_watch import TargetWatch
 from cdc_sync.runtime.wiring import build_source, may_create, table_map, target_engine
-from cdc_sync.sinks.sql.origin import OriginTag
-from cdc_sync.sinks.sql.sink import SqlSink, is_mysql
-from cdc_sync.sources.base import Source
+from cdc_sync.sinks.sql.sink import SqlSink
 from cdc_sync.state.migrate import upgrade
 
 _SWITCH_INTERVAL_S = 0.0005
@@ -121,7 +118,7 @@ def run_once(
             end_stalled_writers(conn, log)
             keeper = LeaseKeeper(engine, checkpoints, token, log)
             cp = checkpoints.load(conn)
-            _same_source(conn, checkpoints, source, cp)
+            same_source(conn, checkpoints, source, cp)
             schemas = source.prepare(create=may_create(config, name))
             snaps = SnapshotStore(name, schema=tc.state_schema)
             ever = snaps.initial_started(conn)
@@ -139,8 +136,8 @@ def run_once(
             # Target-shaped schemas (renames, drops, constants, casts): what the sink creates.
             shaped = {t: tt.schema for t, tt in rules.compile_all(schemas).items()}
             if cp is None and action == "none":
-                cp = _initial_checkpoint(conn, checkpoints, source, token)
-            link, tag = _link_parts(config, name, conn, log)
+                cp = initial_checkpoint(conn, checkpoints, source, token)
+            link, tag = link_parts(config, name, conn, log)
             sink = SqlSink(create_tables=tc.create_tables)
             # Only reads since the last commit; on MySQL the DDL of ensure_table must start
             # outside a transaction, or it would commit that transaction implicitly.
@@ -173,7 +170,7 @@ def run_once(
                 link=link,
                 tag=tag,
             )
-            loop.stamper = stamper = _stamper(config, name)
+            loop.stamper = stamper = link_stamper(config, name)
             loop.known_schemas(shaped)
             try:
                 resume = InitialSnapshot(
@@ -196,7 +193,7 @@ def run_once(
                 loop.close_writer()
                 return "snapshot_done" if action != "none" else "nothing_to_copy"
             if pc.signal_table:
-                loop.resnapshot = _resnapshot(
+                loop.resnapshot = resnapshot(
                     engine=engine,
                     source=source,
                     store=snaps,
@@ -233,122 +230,6 @@ def run_once(
         if kept is not None and token is not None:
             kept.token = token if retry_may_follow else None
         engine.dispose()
-
-
-def _resnapshot(
-    *,
-    engine: Engine,
-    source: Source,
-    store: SnapshotStore,
-    schemas: Mapping[TableId, TableSchema],
-    loop: PipelineLoop,
-    log: Any,
-    config: Config,
-    name: str,
-) -> Resnapshot:
-    """Requests are polled on a connection of their own: the loop's belongs to the writer."""
-    pc = config.pipelines[name]
-    assert pc.signal_table is not None
-
-    def poll() -> list[SnapshotTask]:
-        with engine.connect() as c:
-            return store.tasks(c, RESNAPSHOT, active_only=True)
-
-    return Resnapshot(
-        pipeline=name,
-        source=source,
-        signal_table=TableId.parse(pc.signal_table),
-        schemas=schemas,
-        store=store,
-        poll=poll,
-        chunk_rows=pc.snapshot_chunk_rows,
-        emit=loop.feed_copied,
-        in_tx=loop.in_open_transaction,
-        log=log,
-    )
-
-
-def _link_parts(
-    config: Config, name: str, conn: Connection, log: Any
-) -> tuple[LinkApplier | None, OriginTag | None]:
-    """A link direction tags what it writes (loop prevention) and checks for conflicts."""
-    role = config.link_role(name)
-    if role is None:
-        return None, None
-    pc = config.pipelines[name]
-    sc = config.sources[pc.source]
-    if isinstance(sc, PostgresSource):
-        require_full_images(sc.dsn.get_secret_value(), list(table_map(config, name)))
-    schema = config.targets[pc.target].state_schema
-    tag = OriginTag(origin_name(name), schema)
-    conn.commit()
-    tag.ensure(conn)
-    conn.commit()
-    times = None
-    if any(t.conflict.rule == "last_write_wins" for t in role.tables.values()):
-        times = CurrentTimes(Clock(role.link, schema), origin_name(name), role.to_side)
-        if not is_mysql(conn):
-            on = conn.exec_driver_sql("SHOW track_commit_timestamp").scalar()
-            conn.commit()
-            if on != "on":
-                raise PermanentError(
-                    f"link {role.link}: last_write_wins needs the commit time of rows on "
-                    f"{role.to_side}; fix: ALTER SYSTEM SET track_commit_timestamp = on; "
-                    "then restart that PostgreSQL server"
-                )
-    return LinkApplier(name, role, ConflictStore(schema), log, times), tag
-
-
-def _stamper(config: Config, name: str) -> Stamper | None:
-    """A link direction reading a MySQL side stamps local commit times for the other
-    direction's last_write_wins decisions (PostgreSQL keeps them itself)."""
-    role = config.link_role(name)
-    if role is None or not any(t.conflict.rule == "last_write_wins" for t in role.tables.values()):
-        return None
-    pc = config.pipelines[name]
-    if not isinstance(config.sources[pc.source], MysqlSource):
-        return None
-    schema = config.targets[pc.source].state_schema
-    engine = target_engine(config, role.reverse)
-    # The stamps go into the clock table on this direction's source side, whose tables the
-    # other direction creates: at a link's first start that one may not have run yet.
-    with engine.connect() as conn:
-        upgrade(conn, schema=schema)
-        conn.commit()
-    tables = {TableId.parse(t) for t in role.tables}
-    return Stamper(engine, Clock(role.link, schema), role.from_side, tables)
-
-
-def _same_source(
-    conn: Connection, checkpoints: CheckpointStore, source: Source, cp: Checkpoint | None
-) -> None:
-    """Refuse to resume against another server or a lost slot, before anything is created
-    (a slot recreated here would start at today's WAL end and hold WAL for nothing)."""
-    current = source.identity()
-    before = checkpoints.set_source_id(conn, current)
-    if cp is not None:
-        check_source_identity(before, current)
-        probe = getattr(source, "checkpoint_problems", None)
-        problems: list[str] = probe(cp.position) if probe is not None else []
-        if problems:
-            raise PermanentError("; ".join(problems))
-    conn.commit()
-
-
-def _initial_checkpoint(
-    conn: Connection, checkpoints: CheckpointStore, source: Source, token: int
-) -> Checkpoint | None:
-    """A new pipeline on a source without a server-side slot (MySQL / MariaDB) starts at the
-    source's current head. That start is stored before streaming: otherwise a crash before
-    the first commit would restart at a later head and lose what was written in between.
-    A PostgreSQL slot keeps its start point itself (``start_position`` is absent there)."""
-    start = getattr(source, "start_position", None)
-    if start is None:
-        return None
-    position = start()
-    checkpoints.save(conn, position, None, None, token)
-    conn.commit()
-    return checkpoints.load(conn)
 
 
 def retrying(config: Config, name: str, stop: StopFlag) -> Retrying:
