@@ -172,7 +172,9 @@ def snapshot(  # noqa: PLR0917  (click passes options positionally)
                         lambda t: click.echo(snapshot_admin.describe(t), err=True),
                         on_note=lambda m: click.echo(m, err=True),
                     )  # fmt: skip
-                    if end.status == "failed":
+                    # Anything but done fails: failed, cancelled (e.g. by hand in the state
+                    # table), or still active when a stop (Ctrl-C) ended the wait.
+                    if end.status != "done":
                         _fail(EXIT_FAILED, [snapshot_admin.describe(end)])
             sys.exit(EXIT_OK)
         for name in names:

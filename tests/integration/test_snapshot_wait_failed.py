@@ -4,6 +4,8 @@ stopped daemon ends the wait instead of leaving it hanging. ``check`` finds the 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -113,3 +115,33 @@ def test_wait_ends_when_no_daemon_runs_the_pipeline(
         wait_until(lambda: done in r.cli("snapshot", "--status").stdout, timeout=30, every=0.5)
     finally:
         assert kill(proc, 15) == 0
+
+
+def _requested(dsn: str) -> int:
+    with psycopg.connect(dsn) as c:
+        row = c.execute("SELECT count(*) FROM cdc_sync_snapshots WHERE status = 'requested'")
+        got = row.fetchone()
+        return int(got[0]) if got else 0
+
+
+def test_wait_exits_1_when_the_task_is_cancelled(
+    tmp_path: Path, source_dsn: str, target_dsn: str
+) -> None:
+    """A task cancelled while ``--wait`` follows it (here by hand in the state table) is not
+    a success: exit 1 with its line."""
+    r, table, _ = _setup(tmp_path, source_dsn, target_dsn)
+    assert r.drain().returncode == 0  # state tables made; no daemon runs now
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "cdc_sync", "snapshot", "--table", table, "--wait", "-c",
+         str(r.config)],
+        env=r.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _requested(target_dsn) == 1, timeout=30, every=0.2)
+        execute(target_dsn, "UPDATE cdc_sync_snapshots SET status = 'cancelled'")
+        out, err = waiter.communicate(timeout=30)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+    assert waiter.returncode == 1, out + err
+    assert ": cancelled" in err, err
