@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from cdc_sync.records import ColumnType, Kind, TableId
-from cdc_sync.sinks.sql.ddl import _holds_ints, no_key_index
+from cdc_sync.sinks.sql.ddl import _holds_ints
+from cdc_sync.sinks.sql.ddl_notes import no_key_index
 from cdc_sync.sinks.sql.mysql_ddl import _existing, _holds
 from cdc_sync.sinks.sql.types import PostgresTypes
 

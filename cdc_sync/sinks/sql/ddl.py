@@ -8,9 +8,18 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from cdc_sync import logs
 from cdc_sync.errors import PermanentError
 from cdc_sync.records import Column, ColumnType, Kind, TableId, TableSchema
+from cdc_sync.sinks.sql.ddl_notes import (
+    added_without_backfill,
+    generated_problem,
+    identity_by_default,
+    made_nullable,
+    missing_column_problem,
+    missing_namespace,
+    no_key_index,
+    widened,
+)
 from cdc_sync.sinks.sql.types import TypeMapper, enum_type_id, quote_ident
 
 _SCHEMA = sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s")
@@ -21,7 +30,8 @@ _COLUMNS = sa.text(
     SELECT a.attname, a.atttypid::bigint, format_type(a.atttypid, a.atttypmod),
            a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = '',
            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indisprimary
-                   AND a.attnum = ANY (i.indkey))
+                   AND a.attnum = ANY (i.indkey)),
+           a.attidentity, a.attgenerated
     FROM pg_attribute a
     WHERE a.attrelid = to_regclass(:t) AND a.attnum > 0 AND NOT a.attisdropped
     ORDER BY a.attnum
@@ -58,94 +68,6 @@ _ENUM_LABELS = sa.text(
 _STRING_KINDS = frozenset({Kind.TEXT, Kind.VARCHAR, Kind.CHAR})
 
 
-def widened(target: TableId, column: str, was: str, now: str) -> None:
-    """Logged at WARNING: a DBA must see the daemon alter a target column (at a start it
-    cannot tell a source ALTER from the DBA narrowing the target: it widens either way)."""
-    logs.get("cdc_sync.sinks").warning(
-        "target_column_widened",
-        target_table=str(target),
-        column=column,
-        from_type=was,
-        to_type=now,
-        why="the source column's type holds values the target column's type cannot",
-    )
-
-
-def made_nullable(target: TableId, column: str) -> None:
-    """Logged at WARNING: the daemon dropped a target column's NOT NULL (never values)."""
-    logs.get("cdc_sync.sinks").warning(
-        "target_column_made_nullable",
-        target_table=str(target),
-        column=column,
-        why="the column is NOT NULL without a default and the source table has no such "
-        "column (dropped at the source, or one only the target has): rows written from now "
-        "on leave it NULL, rows already there keep their values",
-    )
-
-
-def added_without_backfill(target: TableId, column: str) -> None:
-    """Logged at WARNING when a column is added to a target table that has rows: they get
-    NULL in it, while the source's ALTER may have given its rows a value (a DEFAULT). Neither
-    a Relation message nor a binlog table map carries the default, so it is not copied."""
-    logs.get("cdc_sync.sinks").warning(
-        "target_column_added_without_backfill",
-        target_table=str(target),
-        column=column,
-        why="rows already in the target table have NULL in the new column; if the source's "
-        "ALTER gave its existing rows a value (ADD COLUMN ... DEFAULT, NOT NULL), they differ "
-        "until each is updated",
-        fix="cdc-sync verify -c <config> -p <pipeline> --table <source table> --repair",
-    )
-
-
-def missing_column_problem(
-    target: TableId, column: str, in_key: bool, key: tuple[str, ...]
-) -> str | None:
-    """What stops rows into ``target`` whose ``column`` the source no longer sends and which
-    needs a value: None for a plain column (its NOT NULL is dropped instead)."""
-    if not in_key:
-        return None
-    return (
-        f"target table {target}: column {column!r} is part of the target's primary key, but "
-        f"the source table has no such column any more (dropped or renamed at the source?), "
-        f"so no row can be written; the source's key is ({', '.join(key)}): give the target "
-        "table that key (or map the table to a new target and re-snapshot it)"
-    )
-
-
-def missing_namespace(target: TableId, what: str) -> str:
-    """``target``'s schema (PostgreSQL) or database (MySQL) does not exist: the daemon never
-    creates one, the names of which may only be the source's (a table without ``target:``)."""
-    return (
-        f"target table {target}: the target has no {what} {target.schema!r}, and the daemon "
-        f"does not create one; set the table's target: to a table in an existing {what} "
-        f"(e.g. target: <{what}>.{target.name}), or create the {what} first"
-    )
-
-
-def no_key_index(
-    target: TableId, key: tuple[str, ...], unique: list[list[str]], names: tuple[str, ...]
-) -> PermanentError:
-    """No unique index on exactly the source key; says so plainly when the target's key
-    holds a column the source table no longer has (a key column dropped at the source)."""
-    msg = (
-        f"target table {target} has no primary key or unique index on exactly "
-        f"({', '.join(key)}), the source key; changes cannot be applied by key"
-    )
-    for cols in unique:
-        gone = [c for c in cols if c not in names]
-        if gone:
-            msg += (
-                f". Its unique key ({', '.join(cols)}) holds "
-                f"{', '.join(repr(c) for c in gone)}, which the source table no longer has "
-                "(a key column dropped or renamed at the source): re-key the target table on "
-                f"({', '.join(key)}), or map the table to a new target and re-snapshot it"
-            )
-            break
-    return PermanentError(msg)
-
-
-# Integer types by width, as format_type() spells them: a narrower one may be widened.
 _WIDER_INT = {"smallint": 0, "integer": 1, "bigint": 2, "numeric": 3}
 # Decimal digits every value of a source integer type needs, by its target base name
 # ("numeric": a MySQL BIGINT UNSIGNED, up to 18446744073709551615).
@@ -226,6 +148,8 @@ class _Existing:
     spelled: str  # format_type(), for messages
     needs_value: bool  # NOT NULL without a default, identity or generation expression
     in_pk: bool
+    identity: str = ""  # pg_attribute.attidentity: 'a' ALWAYS, 'd' BY DEFAULT
+    generated: bool = False  # GENERATED ALWAYS AS (expression) STORED
 
 
 class TableMaker:
@@ -242,8 +166,10 @@ class TableMaker:
         if conn.execute(_SCHEMA, {"s": target.schema}).first() is None:
             raise PermanentError(missing_namespace(target, "schema"))
         existing = {
-            name: _Existing(int(oid), spelled, bool(needs), bool(in_pk))
-            for name, oid, spelled, needs, in_pk in conn.execute(_COLUMNS, {"t": qualified})
+            name: _Existing(int(oid), spelled, bool(needs), bool(in_pk), ident, gen != "")
+            for name, oid, spelled, needs, in_pk, ident, gen in conn.execute(
+                _COLUMNS, {"t": qualified}
+            )
         }
         for col in schema.columns:
             if col.type.kind is Kind.ENUM:
@@ -261,8 +187,12 @@ class TableMaker:
             have = existing.get(col.name)
             if have is None:
                 self._add_column(conn, col, target)
-            else:
-                self._check_type(conn, col, have, target)
+                continue
+            if have.generated:
+                raise PermanentError(generated_problem(target, col.name, "GENERATED … STORED"))
+            if have.identity == "a":
+                self._by_default(conn, target, col.name)
+            self._check_type(conn, col, have, target)
         for name, have in existing.items():
             if have.needs_value and name not in schema.names:
                 self._make_nullable(conn, schema, target, name, have)
@@ -285,6 +215,20 @@ class TableMaker:
             "has it, so every row written would be refused",
         )
         made_nullable(target, name)
+
+    def _by_default(self, conn: sa.Connection, target: TableId, name: str) -> None:
+        """A pre-made target (e.g. from the source's pg_dump) with an ALWAYS identity the
+        source writes: PostgreSQL's own apply bypasses ALWAYS; our INSERTs and UPDATEs
+        cannot, so the column becomes BY DEFAULT, logged at WARNING like a widening."""
+        self._ddl(
+            conn,
+            target,
+            f"ALTER TABLE {_qualified(target)} ALTER COLUMN {quote_ident(name)} "
+            "SET GENERATED BY DEFAULT",
+            f"column {name!r} is GENERATED ALWAYS AS IDENTITY, which refuses the values the "
+            "source sends",
+        )
+        identity_by_default(target, name)
 
     def _ddl(self, conn: sa.Connection, target: TableId, sql: str, why: str) -> None:
         """Run ``sql``; without the privilege (ALTER TABLE needs ownership of the table), stop

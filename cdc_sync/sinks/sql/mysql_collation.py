@@ -63,6 +63,7 @@ class ExistingColumn:
     needs_value: bool = False
     in_pk: bool = False
     comment: str = ""
+    generated: str = ""  # "VIRTUAL GENERATED" etc. for a generated column, else ""
 
     def keep_collation(self) -> str:
         """A MODIFY without these clauses would take the table's default collation: a key

@@ -15,8 +15,9 @@ from sqlalchemy.schema import CreateTable
 from cdc_sync import logs
 from cdc_sync.errors import PermanentError
 from cdc_sync.records import Column, Kind, TableId, TableSchema
-from cdc_sync.sinks.sql.ddl import (
+from cdc_sync.sinks.sql.ddl_notes import (
     added_without_backfill,
+    generated_problem,
     made_nullable,
     missing_column_problem,
     missing_namespace,
@@ -49,6 +50,7 @@ _SCHEMA = sa.text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME =
 _INT_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|bigint|year)\(\d+\)")
 _STRING_KINDS = frozenset({Kind.TEXT, Kind.VARCHAR, Kind.CHAR})
 _DIALECT = mysql.dialect()
+_GENERATED = re.compile(r"\b(virtual|stored|persistent)\b")
 
 
 def _ident(name: str) -> str:
@@ -82,6 +84,8 @@ def _existing(row: Sequence[object]) -> ExistingColumn:
         needs_value=nullable != "YES" and default is None and not filled,
         in_pk=key == "PRI",
         comment=str(comment or ""),
+        # Not MySQL 8's DEFAULT_GENERATED: that is an expression default, written freely.
+        generated=str(extra) if _GENERATED.search(extra_) else "",
     )
 
 
@@ -272,6 +276,8 @@ class MySqlTableMaker:
         p = _Plan()
         for source_col in schema.columns:
             have = existing.get(source_col.name)
+            if have is not None and have.generated:
+                raise PermanentError(generated_problem(target, source_col.name, have.generated))
             col = source_col if have is None else _relabelled(source_col, have)
             if col is None:
                 continue  # an ENUM / SET with every source label already

@@ -1,0 +1,122 @@
+"""What the table makers of both engines log (at WARNING) and refuse with, as messages."""
+
+from __future__ import annotations
+
+from cdc_sync import logs
+from cdc_sync.errors import PermanentError
+from cdc_sync.records import TableId
+
+
+def widened(target: TableId, column: str, was: str, now: str) -> None:
+    """Logged at WARNING: a DBA must see the daemon alter a target column (at a start it
+    cannot tell a source ALTER from the DBA narrowing the target: it widens either way)."""
+    logs.get("cdc_sync.sinks").warning(
+        "target_column_widened",
+        target_table=str(target),
+        column=column,
+        from_type=was,
+        to_type=now,
+        why="the source column's type holds values the target column's type cannot",
+    )
+
+
+def made_nullable(target: TableId, column: str) -> None:
+    """Logged at WARNING: the daemon dropped a target column's NOT NULL (never values)."""
+    logs.get("cdc_sync.sinks").warning(
+        "target_column_made_nullable",
+        target_table=str(target),
+        column=column,
+        why="the column is NOT NULL without a default and the source table has no such "
+        "column (dropped at the source, or one only the target has): rows written from now "
+        "on leave it NULL, rows already there keep their values",
+    )
+
+
+def added_without_backfill(target: TableId, column: str) -> None:
+    """Logged at WARNING when a column is added to a target table that has rows: they get
+    NULL in it, while the source's ALTER may have given its rows a value (a DEFAULT). Neither
+    a Relation message nor a binlog table map carries the default, so it is not copied."""
+    logs.get("cdc_sync.sinks").warning(
+        "target_column_added_without_backfill",
+        target_table=str(target),
+        column=column,
+        why="rows already in the target table have NULL in the new column; if the source's "
+        "ALTER gave its existing rows a value (ADD COLUMN ... DEFAULT, NOT NULL), they differ "
+        "until each is updated",
+        fix="cdc-sync verify -c <config> -p <pipeline> --table <source table> --repair",
+    )
+
+
+def missing_column_problem(
+    target: TableId, column: str, in_key: bool, key: tuple[str, ...]
+) -> str | None:
+    """What stops rows into ``target`` whose ``column`` the source no longer sends and which
+    needs a value: None for a plain column (its NOT NULL is dropped instead)."""
+    if not in_key:
+        return None
+    return (
+        f"target table {target}: column {column!r} is part of the target's primary key, but "
+        f"the source table has no such column any more (dropped or renamed at the source?), "
+        f"so no row can be written; the source's key is ({', '.join(key)}): give the target "
+        "table that key (or map the table to a new target and re-snapshot it)"
+    )
+
+
+def missing_namespace(target: TableId, what: str) -> str:
+    """``target``'s schema (PostgreSQL) or database (MySQL) does not exist: the daemon never
+    creates one, the names of which may only be the source's (a table without ``target:``)."""
+    return (
+        f"target table {target}: the target has no {what} {target.schema!r}, and the daemon "
+        f"does not create one; set the table's target: to a table in an existing {what} "
+        f"(e.g. target: <{what}>.{target.name}), or create the {what} first"
+    )
+
+
+def no_key_index(
+    target: TableId, key: tuple[str, ...], unique: list[list[str]], names: tuple[str, ...]
+) -> PermanentError:
+    """No unique index on exactly the source key; says so plainly when the target's key
+    holds a column the source table no longer has (a key column dropped at the source)."""
+    msg = (
+        f"target table {target} has no primary key or unique index on exactly "
+        f"({', '.join(key)}), the source key; changes cannot be applied by key"
+    )
+    for cols in unique:
+        gone = [c for c in cols if c not in names]
+        if gone:
+            msg += (
+                f". Its unique key ({', '.join(cols)}) holds "
+                f"{', '.join(repr(c) for c in gone)}, which the source table no longer has "
+                "(a key column dropped or renamed at the source): re-key the target table on "
+                f"({', '.join(key)}), or map the table to a new target and re-snapshot it"
+            )
+            break
+    return PermanentError(msg)
+
+
+# Integer types by width, as format_type() spells them: a narrower one may be widened.
+
+
+def generated_problem(target: TableId, column: str, how: str) -> str:
+    """A source column whose target column is generated: the target refuses every value
+    written into it (PostgreSQL 428C9, MySQL 3105 / MariaDB 1906), so no row could be
+    written. Dropping the column from what is replicated lets the target compute it."""
+    return (
+        f"target table {target}: column {column!r} is a generated column in the target "
+        f"({how}), which refuses the value the source sends for it; fix: add "
+        f"`{column}: {{drop: true}}` under the table's columns: in the pipeline config (the "
+        "target then computes it; `cdc-sync verify` compares it only if the source has it "
+        "too), or make the target column a plain one"
+    )
+
+
+def identity_by_default(target: TableId, column: str) -> None:
+    """Logged at WARNING: the daemon let an ALWAYS identity column take written values."""
+    logs.get("cdc_sync.sinks").warning(
+        "target_identity_by_default",
+        target_table=str(target),
+        column=column,
+        why="GENERATED ALWAYS refuses the source's values (only OVERRIDING SYSTEM VALUE "
+        "inserts and no updates); BY DEFAULT takes them and still numbers rows inserted "
+        "without one",
+    )
