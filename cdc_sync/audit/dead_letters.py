@@ -47,15 +47,50 @@ def key_json(key: dict[str, object] | None) -> str | None:
     return json.dumps(safe, ensure_ascii=False, separators=(",", ":"))
 
 
+# A change as its letter names it: re-reading it (``offsets reset``) meets the same tuple.
+_Change = tuple[str, str | None, str, str, str]  # source table, key, op, point, stage
+_CHUNK = 1000  # keys per query: bounded IN lists
+
+
+def _point(position: str) -> str:
+    """A position without its GTID state: file:pos already names one binlog event, and a
+    re-read that resumed by file:pos (no GTID state yet) writes the same event's text
+    without ``|gtid=`` (PostgreSQL LSNs have no such part)."""
+    return position.split("|", 1)[0]
+
+
+def _change(d: DeadLetter) -> _Change:
+    return (d.source_table, d.pk, d.op, _point(d.position), d.stage)
+
+
 class DeadLetterStore:
     """Reads and writes ``cdc_sync_dead_letters``; never commits (the caller owns the tx)."""
 
     def __init__(self, schema: str | None = None) -> None:
         self.table = state_tables(schema).dead_letters
 
-    def write(self, conn: sa.Connection, pipeline: str, letters: Sequence[DeadLetter]) -> None:
+    def write(self, conn: sa.Connection, pipeline: str, letters: Sequence[DeadLetter]) -> int:
+        """Open a letter for each change that has no open letter yet; returns how many.
+
+        A change is (source table, key, op, source position, stage): re-reading the same
+        source changes (``offsets reset`` to an earlier position) meets a refused change
+        again, and a second open letter would make ``dlq list`` show it twice and ``dlq
+        retry`` apply it twice. The caller still audits each meeting (outcome
+        ``dead_letter``). Only an *open* letter holds a change back: after ``dlq retry`` or
+        ``discard`` closed it, a re-read is on purpose and the refusal is news, so a new
+        letter opens and the closed one stays as history."""
         if not letters:
-            return
+            return 0
+        known = self._open_changes(conn, pipeline, letters)
+        fresh: list[DeadLetter] = []
+        for d in letters:
+            change = _change(d)
+            # Without a key, two changes of one binlog event look alike: always a letter.
+            if d.pk is None or change not in known:
+                known.add(change)  # and once within the batch too
+                fresh.append(d)
+        if not fresh:
+            return 0
         conn.execute(
             sa.insert(self.table),
             [
@@ -78,9 +113,33 @@ class DeadLetterStore:
                     "row_masked": d.row,
                     "status": OPEN,
                 }
-                for d in letters
+                for d in fresh
             ],
         )
+        return len(fresh)
+
+    def _open_changes(
+        self, conn: sa.Connection, pipeline: str, letters: Sequence[DeadLetter]
+    ) -> set[_Change]:
+        """The changes of ``letters``' keys that have an open letter: one query per batch of
+        up to ``_CHUNK`` keys. Filtered by key, not by position, so that a position written
+        with or without its GTID state matches (compared by :func:`_point`)."""
+        t = self.table
+        tables = sorted({d.source_table for d in letters})
+        keys = sorted({d.pk for d in letters if d.pk is not None})
+        cols = (t.c.source_table, t.c.pk, t.c.op, t.c.source_position, t.c.stage)
+        base = sa.select(*cols).where(
+            t.c.pipeline == pipeline, t.c.status == OPEN, t.c.source_table.in_(tables)
+        )
+        queries = [
+            base.where(t.c.pk.in_(keys[i : i + _CHUNK])) for i in range(0, len(keys), _CHUNK)
+        ]
+        out: set[_Change] = set()
+        for q in queries:
+            for table, pk, op, position, stage in conn.execute(q):
+                point = _point(str(position)) if position is not None else ""
+                out.add((str(table), None if pk is None else str(pk), str(op), point, str(stage)))
+        return out
 
     def select(
         self,
