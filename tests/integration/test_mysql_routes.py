@@ -37,9 +37,13 @@ class MyWorkload(threading.Thread):
     exactly once each (every UPDATE here changes its row, so each one is a row event).
     """
 
-    def __init__(self, dsn: str, seed: int = 7, pause: float = 0.0) -> None:
+    def __init__(
+        self, dsn: str, seed: int = 7, pause: float = 0.0, savepoints: float = 0.0
+    ) -> None:
+        """``savepoints``: the share of steps wrapped in a savepoint (half rolled back)."""
         super().__init__(daemon=True)
         self.dsn, self.rng, self.pause = dsn, random.Random(seed), pause
+        self.savepoints = savepoints
         self.db = _db(dsn)
         self.halt = threading.Event()
         self.changes: Counter[tuple[str, str, str]] = Counter()
@@ -63,48 +67,63 @@ class MyWorkload(threading.Thread):
 
     def _one(self, conn: pymysql.connections.Connection) -> None:
         got: list[tuple[str, str, str]] = []
-        acc, ev = f"{self.db}.accounts", f"{self.db}.events"
         with conn.cursor() as cur:
             for _ in range(self.rng.randint(1, 6)):
-                roll = self.rng.random()
-                if roll < 0.5 or self.next_id < 20:
-                    n = self.rng.randint(1, 8)
-                    ids = list(range(self.next_id, self.next_id + n))
-                    self.next_id += n
-                    cur.executemany(
-                        "INSERT INTO accounts VALUES (%s, 100, md5(rand()))", [(i,) for i in ids]
-                    )
-                    got += [("insert", acc, self._key(i)) for i in ids]
-                    cur.execute(
-                        "INSERT INTO events (account, kind, at) VALUES (%s, 'open', "
-                        "current_timestamp(6))",
-                        (ids[0],),
-                    )
-                    got.append(("insert", ev, self._key(int(cur.lastrowid))))
-                elif roll < 0.85:
-                    a, b = self.rng.randrange(1, self.next_id), self.rng.randrange(1, self.next_id)
-                    amount = self.rng.randint(1, 50)
-                    for k, delta in ((a, -amount), (b, amount)):
-                        n = cur.execute(
-                            "UPDATE accounts SET balance = balance + %s, note = md5(rand()) "
-                            "WHERE id = %s",
-                            (delta, k),
-                        )
-                        got += [("update", acc, self._key(k))] * n
-                elif roll < 0.95:
-                    k = self.rng.randrange(1, self.next_id)
-                    n = cur.execute("DELETE FROM accounts WHERE id = %s", (k,))
-                    got += [("delete", acc, self._key(k))] * n
+                if self.rng.random() >= self.savepoints:
+                    got += self._op(cur)
+                    continue
+                # As ORMs nest transactions (Django atomic(), Rails requires_new): a
+                # savepoint around one step, kept or rolled back. Rolled-back rows are not
+                # in the binlog; the rest of the transaction must still arrive.
+                cur.execute("SAVEPOINT step")
+                part = self._op(cur)
+                if self.rng.random() < 0.5:
+                    cur.execute("ROLLBACK TO SAVEPOINT step")
                 else:
-                    k = self.rng.randrange(1, self.next_id)
-                    n = cur.execute(
-                        "UPDATE accounts SET id = id + 1000000 WHERE id = %s AND id < 1000000",
-                        (k,),
-                    )
-                    got += [("update", acc, self._key(k + 1_000_000))] * n
+                    cur.execute("RELEASE SAVEPOINT step")
+                    got += part
         conn.commit()
         self.transactions += 1
         self.changes.update(got)
+
+    def _op(self, cur: pymysql.cursors.Cursor) -> list[tuple[str, str, str]]:
+        got: list[tuple[str, str, str]] = []
+        acc, ev = f"{self.db}.accounts", f"{self.db}.events"
+        roll = self.rng.random()
+        if roll < 0.5 or self.next_id < 20:
+            n = self.rng.randint(1, 8)
+            ids = list(range(self.next_id, self.next_id + n))
+            self.next_id += n
+            cur.executemany(
+                "INSERT INTO accounts VALUES (%s, 100, md5(rand()))", [(i,) for i in ids]
+            )
+            got += [("insert", acc, self._key(i)) for i in ids]
+            cur.execute(
+                "INSERT INTO events (account, kind, at) VALUES (%s, 'open', current_timestamp(6))",
+                (ids[0],),
+            )
+            got.append(("insert", ev, self._key(int(cur.lastrowid))))
+        elif roll < 0.85:
+            a, b = self.rng.randrange(1, self.next_id), self.rng.randrange(1, self.next_id)
+            amount = self.rng.randint(1, 50)
+            for k, delta in ((a, -amount), (b, amount)):
+                n = cur.execute(
+                    "UPDATE accounts SET balance = balance + %s, note = md5(rand()) WHERE id = %s",
+                    (delta, k),
+                )
+                got += [("update", acc, self._key(k))] * n
+        elif roll < 0.95:
+            k = self.rng.randrange(1, self.next_id)
+            n = cur.execute("DELETE FROM accounts WHERE id = %s", (k,))
+            got += [("delete", acc, self._key(k))] * n
+        else:
+            k = self.rng.randrange(1, self.next_id)
+            n = cur.execute(
+                "UPDATE accounts SET id = id + 1000000 WHERE id = %s AND id < 1000000",
+                (k,),
+            )
+            got += [("update", acc, self._key(k + 1_000_000))] * n
+        return got
 
     def stop(self) -> None:
         self.halt.set()
@@ -147,7 +166,7 @@ def test_mysql_to_pg_sigkill_loop(tmp_path: Path, my_source_dsn: str, target_dsn
     r.drain()
     # Paced, as the PG kill loop: unpaced, a fast machine built a backlog that the 50-row
     # batches could not drain within the CLI's 120 s; the kills are the test, not the backlog.
-    work = MyWorkload(my_source_dsn, seed=11, pause=0.003)
+    work = MyWorkload(my_source_dsn, seed=11, pause=0.003, savepoints=0.2)
     work.start()
     rng = random.Random(5)
     kills = 0
