@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from uuid import UUID
 
 from cdc_sync.errors import PermanentError
-from cdc_sync.records import UNCHANGED, ChangeRecord, Op, Row, TableId, TableSchema
+from cdc_sync.records import UNCHANGED, ChangeRecord, JsonText, Op, Row, TableId, TableSchema
 
 
 class Kind(enum.Enum):
@@ -64,12 +67,24 @@ def _unchanged(row: Row) -> tuple[int, ...]:
     return tuple(i for i, v in enumerate(row) if v is UNCHANGED)
 
 
-def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
+def plan(
+    items: Sequence[tuple[ChangeRecord, TableId]], ledger: Ledger | None = None
+) -> list[Group]:
     """Groups in apply order. Only *consecutive* steps merge, so a DELETE between two upserts
-    of one key splits them and the order of effects is exactly the source's order."""
+    of one key splits them and the order of effects is exactly the source's order.
+
+    ``ledger``: what earlier plans of the open target transaction (chunks, rows re-applied
+    one by one) learnt about key swaps; this plan's additions wait in ``ledger.pending``
+    until the caller has applied the groups (``Ledger.commit``)."""
     groups: list[Group] = []
     cur: Group | None = None
-    written: _Written | None = None  # built at the first key change with a full old row
+    # Built at the first key change with a full old row, or at once when the ledger knows
+    # the open source transaction (its key changes may continue here).
+    written: _Written | None = None
+    if ledger is not None:
+        ledger.pending = None
+        if ledger.xid is not None:
+            written = _Written((), ledger, ledger.xid)
 
     def add(
         kind: Kind,
@@ -109,6 +124,12 @@ def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
     key_of: KeyOf = tuple
     hashable = True
     for rec, target in items:
+        if written is not None and rec.xid != written.xid:
+            # A new source transaction: its key was unique at the last one's commit, so
+            # nothing written before can be a second row under a key.
+            written = None
+            if ledger is not None:
+                ledger.pending = _RESET
         op = rec.op
         schema = rec.schema
         if schema is not last_schema:  # derived once per run of one table's records
@@ -120,7 +141,16 @@ def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
                 if before is None:
                     raise ValueError("no old key")
                 key = key_of(before)
-                add(_REMOVE, target, schema, key if hashable else repr(key), key)
+                hold = key if hashable else repr(key)
+                if (
+                    written is not None
+                    and not rec.before_is_key_only
+                    and written.taken(target, hold, before)
+                ):
+                    # Another row of this source transaction holds the key (deferrable
+                    # key): the deleted row is not the one the target has there.
+                    continue
+                add(_REMOVE, target, schema, hold, key)
                 continue
             if op is _TRUNCATE:
                 add(_CLEAR, target, schema, None, ())
@@ -152,10 +182,12 @@ def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
                 hold = old if hashable else repr(old)
                 if full and before is not None:
                     if written is None:
-                        written = _Written(groups)
+                        base = ledger if ledger is not None and ledger.pending is None else None
+                        written = _Written(groups, base, rec.xid)
+                    written.moved.add((target, hkey))
                     if written.taken(target, hold, before):
-                        # A deferrable source key: an earlier change of this batch moved
-                        # another row onto the old key, and that row stays (see taken()).
+                        # A deferrable source key: an earlier change of this transaction
+                        # moved another row onto the old key, and it stays (see taken()).
                         add(_UPSERT, target, schema, hkey, row)
                         continue
                 add(_REMOVE, target, schema, hold, old)
@@ -169,6 +201,8 @@ def plan(items: Sequence[tuple[ChangeRecord, TableId]]) -> list[Group]:
             raise PermanentError(
                 f"target table {target}: malformed {op.value} record at {rec.position}: {e}"
             ) from None
+    if written is not None and ledger is not None:
+        ledger.pending = written
     return groups
 
 
@@ -204,13 +238,17 @@ class _Written:
 
     Built only when a batch has a key change with a full old row (REPLICA IDENTITY FULL,
     MySQL full images), from the groups so far, then kept up to date by ``add``: batches
-    without one pay a single ``is None`` test per row.
+    without one pay a single ``is None`` test per row. Keys it has not seen are asked of
+    ``base``, the ledger of the earlier plans of the same source transaction.
     """
 
-    __slots__ = ("_rows",)
+    __slots__ = ("_rows", "base", "cleared", "moved", "xid")
 
-    def __init__(self, groups: Sequence[Group]) -> None:
+    def __init__(self, groups: Sequence[Group], base: Ledger | None, xid: str) -> None:
         self._rows: dict[tuple[TableId, object], Row | None] = {}
+        self.base, self.xid = base, xid
+        self.moved: set[tuple[TableId, object]] = set()  # new keys of full-row key changes
+        self.cleared: set[TableId] = set()  # truncated: the ledger's rows are gone
         for g in groups:
             for key in g.rows:
                 self.note(g, key)
@@ -220,6 +258,7 @@ class _Written:
         if kind is _REMOVE:
             self._rows[(target, key)] = None
         elif kind is _CLEAR:
+            self.cleared.add(target)
             for k in [k for k in self._rows if k[0] == target]:
                 self._rows[k] = None
         elif kind is _REKEY:
@@ -231,16 +270,119 @@ class _Written:
             self._rows[(target, key)] = group.rows[key]
 
     def taken(self, target: TableId, old_key: object, old_row: Row) -> bool:
-        """True when a key change's old key holds a row this batch wrote that is not the
-        row being moved, so the old key's delete must not happen.
+        """True when a key change's old key holds a row this transaction wrote that is not
+        the row being moved, so the old key's delete must not happen.
 
         Under a DEFERRABLE source key one statement may swap keys (1→2, 2→1): uniqueness
         is checked at its end, so for a moment two rows share key 2, and the change
         "2→1" moves the *original* row 2 while the row "1→2" wrote there stays. Only the
         full old row tells the two apart; when the rows are equal they cannot be told
         apart and the delete happens, as it must in the ordinary chain 1→2, 2→1."""
-        row = self._rows.get((target, old_key))
-        return row is not None and differs(row, old_row)
+        row = self._rows.get((target, old_key), _UNSEEN)
+        if row is not _UNSEEN:
+            return row is not None and differs(row, old_row)  # type: ignore[arg-type]
+        base = self.base
+        if base is None or target in self.cleared:
+            return False
+        return base.taken(target, old_key, old_row)
+
+    def items(self) -> Iterator[tuple[tuple[TableId, object], Row | None]]:
+        return iter(self._rows.items())
+
+
+_UNSEEN = object()
+_RESET = object()  # Ledger.pending: a new source transaction, forget the last one's keys
+_NAN = object()  # NaN in a fingerprint: equal to itself, as differs() takes it
+
+
+class Ledger:
+    """What the plans of one open target transaction learnt about the open source
+    transaction's key changes, for the next plans: a swap may be split across flush_rows
+    chunks, or re-applied row by row after a refusal.
+
+    Per target table, the fingerprint of the last row written under each key that a key
+    change with a full old row moved a row onto (``hash(key)`` → ``hash(row)``): two ints
+    per entry (~135 MB per million such key changes), nothing for other writes, which
+    only update or drop entries already there. A key written by a plain INSERT in an
+    earlier chunk is not known (deferred key checks: INSERT onto a key, then the old row
+    moved away, in different chunks). Dropped at the next source transaction and with the
+    target transaction (the sink makes one per target transaction). The rows' columns
+    UNCHANGED (TOAST) are left out of the fingerprint, and are not evidence, as in differs().
+    """
+
+    __slots__ = ("_marks", "pending", "xid")
+
+    def __init__(self) -> None:
+        self.xid: str | None = None  # the source transaction the entries belong to
+        self._marks: dict[TableId, dict[int, int | tuple[tuple[int, ...], int]]] = {}
+        self.pending: _Written | object | None = None  # the last plan's, to commit
+
+    def __len__(self) -> int:
+        return sum(len(m) for m in self._marks.values())
+
+    def commit(self) -> None:
+        """The last plan's groups were applied: what it learnt is now true of the target."""
+        w, self.pending = self.pending, None
+        if not isinstance(w, _Written):
+            if w is _RESET:
+                self._marks, self.xid = {}, None
+            return
+        if w.base is None:  # a new source transaction
+            self._marks = {}
+        self.xid = w.xid
+        for target in w.cleared:
+            self._marks.pop(target, None)
+        marks, moved = self._marks, w.moved
+        for tk, row in w.items():
+            target, key = tk
+            m = marks.get(target)
+            h = hash(key)
+            if row is None:
+                if m is not None:
+                    m.pop(h, None)
+            elif tk in moved or (m is not None and h in m):
+                if m is None:
+                    m = marks[target] = {}
+                m[h] = _mark(row)
+
+    def taken(self, target: TableId, old_key: object, old_row: Row) -> bool:
+        m = self._marks.get(target)
+        mark = None if m is None else m.get(hash(old_key))
+        if mark is None or UNCHANGED in old_row:
+            return False  # an old row with UNCHANGED values: no evidence either way
+        if isinstance(mark, int):
+            return mark != _fingerprint(old_row, ())
+        skip, fp = mark
+        return fp != _fingerprint(old_row, skip)
+
+
+def _mark(row: Row) -> int | tuple[tuple[int, ...], int]:
+    if UNCHANGED in row:
+        skip = _unchanged(row)
+        return skip, _fingerprint(row, skip)
+    return _fingerprint(row, ())
+
+
+def _fingerprint(row: Row, skip: tuple[int, ...]) -> int:
+    """A hash of the row's values, equal for rows differs() calls equal (NaN, arrays)."""
+    if skip:
+        row = tuple(v for i, v in enumerate(row) if i not in skip)
+    return hash(tuple(v if type(v) in _PLAIN else _canon(v) for v in row))
+
+
+# Hashable, never NaN: taken as they are (most values; the rest go through _canon)
+_PLAIN = frozenset({int, str, bool, bytes, type(None), date, datetime, time, UUID, JsonText})
+
+
+def _canon(v: object) -> object:
+    if isinstance(v, list | tuple):  # arrays
+        return tuple(_canon(x) for x in v)
+    # NaN's hash is the object's identity (Python 3.10+), and differs() calls NaNs equal
+    if (isinstance(v, float) and math.isnan(v)) or (isinstance(v, Decimal) and v.is_nan()):
+        return _NAN
+    if type(v).__hash__ is None:  # unhashable (not a canonical value type): by its text
+        return repr(v)
+    return v
 
 
 def _new_key(group: Group, row: Row) -> tuple[object, ...]:

@@ -19,7 +19,7 @@ from cdc_sync.sinks.sql.ddl import TableMaker
 from cdc_sync.sinks.sql.errors import TargetRowError, classify_db_error, pg_too_long_limit
 from cdc_sync.sinks.sql.mysql import MySqlWriter
 from cdc_sync.sinks.sql.mysql_ddl import MySqlTableMaker
-from cdc_sync.sinks.sql.plan import Group, Kind, plan
+from cdc_sync.sinks.sql.plan import Group, Kind, Ledger, plan
 from cdc_sync.sinks.sql.postgres import PostgresWriter, register_adapters
 from cdc_sync.sinks.sql.types import MYSQL_DIALECTS, mapper_for
 from cdc_sync.state.driver import psycopg_connection
@@ -115,6 +115,10 @@ class SqlSink:
         self._writer = PostgresWriter()
         self._my_writer = MySqlWriter()
         self._adapted: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        # Key swaps seen by earlier plans of the open target transaction (see plan.Ledger),
+        # and that transaction: its knowledge is void once the transaction has ended.
+        self._ledger = Ledger()
+        self._ledger_tx: weakref.ref[sa.RootTransaction] | None = None
 
     def ensure_table(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
         """Create ``target`` like the source table (columns, types, NOT NULL, primary key =
@@ -173,11 +177,20 @@ class SqlSink:
         one table go out as one multi-row statement."""
         if not items:
             return
-        groups = [g for g in plan(items) if g.kind is not Kind.TRUNCATE or self.apply_truncate]
-        if is_mysql(conn):
+        mysql = is_mysql(conn)
+        raw = None if mysql else self._driver(conn)  # first: it begins the transaction
+        # Statements on the driver connection bypass SQLAlchemy's autobegin; without this
+        # the runtime's conn.commit() would see no transaction and do nothing.
+        if mysql and not conn.in_transaction():
+            conn.begin()
+        ledger = self._ledger_of(conn)
+        groups = [
+            g for g in plan(items, ledger) if g.kind is not Kind.TRUNCATE or self.apply_truncate
+        ]
+        if raw is None:
             self._apply_mysql(conn, groups)
+            ledger.commit()
             return
-        raw = self._driver(conn)
         with raw.cursor() as cur:
             # Runs of upserts and deletes go out in pipeline mode: the server executes one
             # chunk while the next is being encoded here, instead of in turn. Other groups
@@ -200,6 +213,18 @@ class SqlSink:
                     target = _target_of(run, e) if pipelined else str(group.target)
                     # from None: the driver's exception text carries DETAIL (row values).
                     raise classify_db_error(e, target, _too_long_column(run, e)) from None
+        # Only now: a refused batch is rolled back (to a savepoint), its plan never happened.
+        ledger.commit()
+
+    def _ledger_of(self, conn: sa.Connection) -> Ledger:
+        """The ledger of ``conn``'s open transaction; a new one for a new transaction (a
+        commit or a rollback ends what the last one knew)."""
+        tx = conn.get_transaction()
+        known = self._ledger_tx
+        if tx is None or known is None or known() is not tx:
+            self._ledger = Ledger()
+            self._ledger_tx = None if tx is None else weakref.ref(tx)
+        return self._ledger
 
     def takes_copy_text(
         self,
@@ -279,10 +304,6 @@ class SqlSink:
         raw = conn.connection.driver_connection
         if not isinstance(raw, pymysql.connections.Connection):
             raise PermanentError("the SQL sink needs the PyMySQL driver (mysql+pymysql://)")
-        # Statements on the driver connection bypass SQLAlchemy's autobegin; without this
-        # the runtime's conn.commit() would see no transaction and do nothing.
-        if not conn.in_transaction():
-            conn.begin()
         with raw.cursor() as cur:
             for group in groups:
                 self._my_writer.execute(cur, group)
