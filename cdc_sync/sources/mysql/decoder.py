@@ -10,7 +10,6 @@ from typing import Any, cast
 
 from pymysqlreplication.event import GtidEvent, HeartbeatLogEvent, QueryEvent, RotateEvent
 
-from cdc_sync.errors import PermanentError
 from cdc_sync.records import (
     BinlogPosition,
     ChangeRecord,
@@ -18,19 +17,26 @@ from cdc_sync.records import (
     Idle,
     Op,
     Position,
-    RowProblem,
     SourceEvent,
     TableId,
     TableSchema,
     TxBegin,
     TxCommit,
 )
-from cdc_sync.sources.mysql.columns import build_schema, key_from_table_map, specs_from_table_map
+from cdc_sync.sources.mysql import xa
 from cdc_sync.sources.mysql.ddl_names import tables_gone
-from cdc_sync.sources.mysql.events import DeleteRows, MariaGtid, UpdateRows, WriteRows, Xid
+from cdc_sync.sources.mysql.events import (
+    DeleteRows,
+    MariaGtid,
+    UpdateRows,
+    WriteRows,
+    XaPrepare,
+    Xid,
+)
 from cdc_sync.sources.mysql.gtids import GtidState
 from cdc_sync.sources.mysql.rows import RowDecoder
 from cdc_sync.sources.mysql.tablemap import CachedTableMapEvent
+from cdc_sync.sources.mysql.versions import TableVersions, mask, not_full, with_problems
 
 _IDLE = Idle()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -48,30 +54,13 @@ _SAVEPOINT = re.compile(r"^(SAVEPOINT|RELEASE\s+SAVEPOINT|ROLLBACK\s+(WORK\s+)?T
 
 
 class _Tx:
-    __slots__ = ("begun", "gtid", "rows", "skip", "time", "xid")
+    __slots__ = ("begun", "gtid", "held", "rows", "skip", "time", "xid")
 
     def __init__(self, xid: str, gtid: str, when: datetime, skip: bool) -> None:
         self.xid, self.gtid, self.time, self.skip = xid, gtid, when, skip
         self.begun, self.rows = False, 0
-
-
-class _TableVersion:
-    """One table-map version of a configured table: its schema and row decoder.
-
-    ``origin_at``: None for a captured table; for the origin marker table the index of its
-    ``origin`` column (its rows are read for the tag, never emitted)."""
-
-    __slots__ = ("decoder", "origin_at", "schema", "table_obj")
-
-    def __init__(
-        self,
-        table_obj: Any,
-        schema: TableSchema,
-        decoder: RowDecoder,
-        origin_at: int | None = None,
-    ) -> None:
-        self.table_obj, self.schema, self.decoder = table_obj, schema, decoder
-        self.origin_at = origin_at
+        # An XA PREPARE group (see xa): its records, held back until its XA COMMIT.
+        self.held: list[ChangeRecord] | None = None
 
 
 class BinlogDecoder:
@@ -100,6 +89,7 @@ class BinlogDecoder:
         tinyint1_columns: Callable[[TableId], set[str]] | None = None,
     ) -> None:
         self._tables = frozenset(tables)  # the tables whose rows are emitted
+        self._config = (tables, json_columns, marker, skip_origins, tinyint1_columns)
         # Called when a DDL statement renames or drops one of them (the source decides
         # whether that stops the pipeline: the table may exist again by now).
         self.on_table_gone: Callable[[TableId, str, Position], None] | None = None
@@ -109,14 +99,16 @@ class BinlogDecoder:
         self._gtid = gtid
         self._resume = resume_after
         self._resume_gtid = type(gtid)(resume_after.gtid) if gtid and resume_after else None
-        self._json_columns = json_columns
         self._maps: dict[int, Any] = {}  # table id -> latest TableMapEvent of ours
-        self._versions: dict[int, _TableVersion] = {}  # id(table_obj) -> version
-        self._latest: dict[TableId, TableSchema] = {}
-        self._json: dict[TableId, tuple[tuple[str, ...], set[str]]] = {}
-        self._tinyint1_columns = tinyint1_columns
-        self._tiny: dict[TableId, tuple[tuple[str, ...], set[str]]] = {}
+        self._tv = TableVersions(marker, json_columns, tinyint1_columns)
+        self._versions = self._tv.by_object
+        self._latest = self._tv.latest
         self._tx: _Tx | None = None
+        self._prepared: dict[str, list[ChangeRecord]] = {}  # XA PREPAREd, by XID
+        # Reads the records of an XA transaction whose PREPARE lies before this stream's
+        # start (see xa_lookback); without it such an XA COMMIT stops the stream.
+        self.on_prepared_missing: Callable[[str, BinlogPosition], list[ChangeRecord]] | None
+        self.on_prepared_missing = None
         self._last_empty = 0.0
         self._when_ts, self._when = -1, _EPOCH
 
@@ -130,6 +122,21 @@ class BinlogDecoder:
     def known_schemas(self, schemas: dict[TableId, TableSchema]) -> None:
         """Schemas from prepare(): an equal table map reuses these objects."""
         self._latest.update(schemas)
+
+    def sibling(self, start: BinlogPosition) -> BinlogDecoder:
+        """A decoder of the same tables reading from ``start``, without GTID state or
+        checkpoint: it re-reads an XA PREPARE group for :mod:`xa_lookback`."""
+        tables, json_columns, marker, skip_origins, tiny = self._config
+        out = BinlogDecoder(
+            tables, start, None, None, json_columns,
+            marker=marker, skip_origins=skip_origins, tinyint1_columns=tiny,
+        )  # fmt: skip
+        out.known_schemas(self._latest)
+        return out
+
+    def prepared(self, xid: str) -> list[ChangeRecord] | None:
+        """The held records of the XA transaction ``xid`` if its PREPARE was read."""
+        return self._prepared.get(xid)
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -147,7 +154,11 @@ class BinlogDecoder:
         if cls is Xid:
             yield from self.xid(log_file, ev.packet.log_pos)
         elif cls is MariaGtid or cls is GtidEvent:
-            self.gtid_event(ev.gtid, ev.timestamp, log_file, ev.packet.log_pos)
+            xa_group = getattr(ev, "xa", False)  # MySQL marks it with an XA START query
+            self.gtid_event(ev.gtid, ev.timestamp, log_file, ev.packet.log_pos, xa_group)
+        elif cls is XaPrepare:
+            self.file, self.pos = log_file, ev.packet.log_pos
+            yield from self._xa_prepared(ev.xid, ev.one_phase, ev.timestamp)
         elif cls is QueryEvent:
             yield from self.query(ev.query, ev.schema, ev.timestamp, log_file, ev.packet.log_pos)
         elif cls is HeartbeatLogEvent:
@@ -173,9 +184,14 @@ class BinlogDecoder:
             return True
         return False
 
-    def gtid_event(self, gtid: str, timestamp: int, log_file: str, log_pos: int) -> None:
+    def gtid_event(
+        self, gtid: str, timestamp: int, log_file: str, log_pos: int, xa_group: bool = False
+    ) -> None:
+        """``xa_group``: MariaDB's flag for a group that ends in XA PREPARE."""
         self.file, self.pos = log_file, log_pos
         self._begin(timestamp, gtid)
+        if xa_group:
+            self._xa_start()
 
     def xid(self, log_file: str, log_pos: int) -> list[SourceEvent]:
         self.file, self.pos = log_file, log_pos
@@ -213,6 +229,8 @@ class BinlogDecoder:
             return self._commit()
         if self._tx is not None and _SAVEPOINT.match(q):
             return []
+        if q.startswith("XA") and (stmt := xa.statement(q)) is not None:
+            return self._xa(*stmt, timestamp)
         if self._tx is None:
             self._begin(timestamp, "")
         tx = self._tx
@@ -255,6 +273,8 @@ class BinlogDecoder:
         tx, self._tx = self._tx, None
         if tx is None:
             return [Heartbeat(self.position())]
+        if tx.held:  # never happens in the formats seen: XA groups end in XA_PREPARE
+            raise xa.unexpected_prepare(self.position())
         if tx.gtid and self._gtid is not None:
             self._gtid.add(tx.gtid)
         end = self.position()
@@ -266,60 +286,62 @@ class BinlogDecoder:
             return [TxBegin(tx.xid, tx.time, end), TxCommit(tx.xid, tx.time, end, 0)]
         return [Heartbeat(end)]
 
+    # -- XA transactions (see xa) -------------------------------------------------------------
+
+    def _xa_start(self) -> None:
+        tx = self._tx
+        assert tx is not None
+        if tx.begun:  # rows went out as an ordinary transaction's
+            raise xa.unexpected_prepare(self.position())
+        tx.held = []
+
+    def _xa(self, verb: str, xid: str, timestamp: int) -> list[SourceEvent]:
+        """An XA statement logged as a query (its group began with a GTID or not)."""
+        if verb == "END":
+            return []  # inside the PREPARE group, just before its XA_PREPARE event
+        if self._tx is None:
+            self._begin(timestamp, "")
+        tx = self._tx
+        assert tx is not None
+        if verb in ("START", "BEGIN"):  # MySQL: opens the PREPARE group
+            self._xa_start()
+            return []
+        held = self._prepared.pop(xid, None)
+        if verb == "ROLLBACK" or tx.skip:  # never happened / applied before the checkpoint
+            return self._commit()
+        if held is None:  # prepared before this stream's start
+            if self.on_prepared_missing is None:
+                raise xa.not_found(xid, self.position(), "no way to read earlier events here")
+            held = self.on_prepared_missing(xid, self.position())
+        return self._emit_held(tx, held)
+
+    def _xa_prepared(self, xid: str, one_phase: bool, timestamp: int) -> list[SourceEvent]:
+        """The XA_PREPARE event ending a PREPARE group: its rows wait for XA COMMIT (MySQL's
+        one-phase commit has them committed here)."""
+        if self._tx is None:
+            self._begin(timestamp, "")
+        tx = self._tx
+        assert tx is not None
+        if tx.held is None and tx.begun and not tx.skip:
+            raise xa.unexpected_prepare(self.position())
+        held, tx.held = tx.held or [], None
+        if one_phase:
+            return self._emit_held(tx, held)
+        self._prepared[xid] = held
+        tx.begun = False  # nothing of it went out: passed on as an empty transaction
+        return self._commit()
+
+    def _emit_held(self, tx: _Tx, held: list[ChangeRecord]) -> list[SourceEvent]:
+        """The committing group as the transaction of the held records, at its position."""
+        if tx.skip or not held:
+            tx.begun = False
+            return self._commit()
+        out = self._open(tx)
+        out += xa.restamp(held, tx.xid, tx.time, cast(TxBegin, out[0]).final_position)
+        tx.rows += len(held)
+        return out + self._commit()
+
     # -- rows -------------------------------------------------------------------------------
-
-    def _version(self, tm: Any) -> _TableVersion:
-        table = TableId(tm.schema, tm.table)
-        if table == self._marker:
-            return self._marker_version(tm, table)
-        json = self._asked(table, tm, 252, self._json_columns, self._json)
-        tiny = self._asked(table, tm, 1, self._tinyint1_columns, self._tiny)
-        specs = specs_from_table_map(tm, json, tiny)
-        schema = build_schema(table, specs, key_from_table_map(tm))
-        old = self._latest.get(table)
-        if old is not None and old == schema:
-            schema = old  # same definition: keep the object, the runtime compares identity
-        self._latest[table] = schema
-        if len(self._versions) > 1024:
-            self._versions.clear()
-        v = self._versions[id(tm.table_obj)] = _TableVersion(
-            tm.table_obj, schema, RowDecoder(table, specs)
-        )
-        return v
-
-    def _marker_version(self, tm: Any, table: TableId) -> _TableVersion:
-        specs = specs_from_table_map(tm, ())
-        names = [s.name for s in specs]
-        if "origin" not in names:
-            raise PermanentError(
-                f"the origin marker table {table} has no column 'origin'; drop it and let "
-                "the pipeline writing into this database create it again"
-            )
-        at = names.index("origin")
-        schema = build_schema(table, specs, (names[at],))
-        v = self._versions[id(tm.table_obj)] = _TableVersion(
-            tm.table_obj, schema, RowDecoder(table, specs), at
-        )
-        return v
-
-    def _asked(
-        self,
-        table: TableId,
-        tm: Any,
-        code: int,
-        ask: Callable[[TableId], set[str]] | None,
-        known: dict[TableId, tuple[tuple[str, ...], set[str]]],
-    ) -> set[str]:
-        """What the table map cannot tell about a table's columns of binlog type ``code``
-        (MariaDB JSON among LONGTEXT: 252; TINYINT(1) among TINY: 1), from the catalog:
-        asked again only when those columns change (an ALTER), not per table map."""
-        names = tuple(c.name for c in tm.columns if c.type == code)
-        if not names or ask is None:
-            return set()
-        got = known.get(table)
-        if got is None or got[0] != names:
-            got = known[table] = (names, ask(table))
-        return got[1]
 
     def _rows(self, ev: Any) -> Iterator[SourceEvent]:
         bitmap2 = ev.columns_present_bitmap2 if type(ev) is UpdateRows else None
@@ -344,17 +366,17 @@ class BinlogDecoder:
         self.pos = log_pos
         tx = self._tx
         tm = self._maps.get(table_id)
-        if tm is None or tx is None or tx.skip:
-            return None
+        if tm is None or tx is None or (tx.skip and tx.held is None):
+            return None  # a skipped XA PREPARE group is read: its COMMIT may come after
         v = self._versions.get(id(tm.table_obj))
         if v is None or v.table_obj is not tm.table_obj:
-            v = self._version(tm)
+            v = self._tv.build(tm)
         dec, schema, table = v.decoder, v.schema, v.schema.table
         full = dec.full_mask
-        if ncols != len(dec.specs) or _mask(bitmap) != full:
-            raise _not_full(table)
-        if bitmap2 is not None and _mask(bitmap2) != full:
-            raise _not_full(table)
+        if ncols != len(dec.specs) or mask(bitmap) != full:
+            raise not_full(table)
+        if bitmap2 is not None and mask(bitmap2) != full:
+            raise not_full(table)
         if (at := v.origin_at) is not None:
             return self._marker_rows(dec, at, tx, kind, body)
         data = body()
@@ -386,7 +408,10 @@ class BinlogDecoder:
                 for b, a in dec.pairs(data)
             ]
         if dec.problems:
-            _with_problems(out, n, kind, dec.problems, schema)
+            with_problems(out, n, kind, dec.problems, schema)
+        if tx.held is not None:  # an XA PREPARE group: nothing has happened yet
+            tx.held += cast(list[ChangeRecord], out[n:])
+            return None
         tx.rows += len(out) - n
         return out
 
@@ -404,6 +429,9 @@ class BinlogDecoder:
             return None
         out = self._open(tx)
         tx.skip = True
+        if tx.held is not None:  # an XA PREPARE group: none of its rows are ours to pass on
+            tx.held = None
+            return None
         return out
 
 
@@ -415,34 +443,3 @@ if ChangeRecord._fields != (
     "before_is_key_only", "changed", "problem",
 ):  # fmt: skip
     raise AssertionError("ChangeRecord's fields changed: update BinlogDecoder.rows")
-
-
-def _with_problems(
-    out: list[SourceEvent], n: int, kind: int, problems: dict[int, RowProblem], schema: TableSchema
-) -> None:
-    """Mark the records of images holding zero dates (``out[n:]`` are the event's records,
-    ``problems`` by image number). A new row's problem goes on its record, which must not
-    be applied (dead letter or stop, by ``on_error``). An old row only needs its key: it
-    keeps just that, so the DELETE, or the UPDATE that fixes the date at the source, still
-    applies; unless the key itself is what cannot be decoded."""
-    keys = schema.key_indexes
-    for index, problem in problems.items():
-        i, old = (n + index // 2, index % 2 == 0) if kind == 1 else (n + index, kind == 2)
-        rec = cast(ChangeRecord, out[i])
-        before = rec.before
-        if old and before is not None and all(before[k] is not None for k in keys):
-            key_only = tuple(v if j in keys else None for j, v in enumerate(before))
-            out[i] = rec._replace(before=key_only, before_is_key_only=True)
-        else:
-            out[i] = rec._replace(problem=problem)
-
-
-def _mask(bitmap: bytes) -> int:
-    return int.from_bytes(bitmap, "little")
-
-
-def _not_full(table: TableId) -> PermanentError:
-    return PermanentError(
-        f"table {table}: a rows event lacks columns; set binlog_row_image = FULL "
-        "(SET GLOBAL binlog_row_image = 'FULL'; and in my.cnf)"
-    )

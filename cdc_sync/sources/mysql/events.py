@@ -1,4 +1,4 @@
-"""Lean event classes for the per-transaction hot path (rows, XID, MariaDB GTID).
+"""Lean event classes for the per-transaction hot path (rows, XID, MariaDB GTID, XA prepare).
 
 Why: with a single-row statement each row costs four events (GTID, TABLE_MAP, ROWS, XID),
 and the library's generic event constructors (status bookkeeping, a dict built per rows event
@@ -80,6 +80,30 @@ class MariaGtid(_Lean):
         seq, domain = int.from_bytes(head[0:8], "little"), int.from_bytes(head[8:12], "little")
         self.flags = head[12]
         self.gtid = f"{domain}-{packet.server_id}-{seq}"
+        self.xa = bool(self.flags & FL_PREPARED_XA)
+
+
+FL_PREPARED_XA = 64
+"""MariaDB GTID event flag (flags2): the group ends in XA_PREPARE, not in a commit; the rows
+take effect only with a later group's ``XA COMMIT`` (MariaDB ≥ 10.5)."""
+
+
+class XaPrepare(_Lean):
+    """XA_PREPARE_LOG_EVENT: one_phase 1, formatID 4, gtrid length 4, bqual length 4, data.
+    ``xid`` is spelled as the server writes it in ``XA COMMIT`` / ``XA ROLLBACK`` queries."""
+
+    def __init__(self, packet: Any, event_size: int, *_: Any, **__: Any) -> None:
+        super().__init__(packet, event_size)
+        head = packet.read(13)
+        self.one_phase = head[0] != 0
+        fmt, glen, blen = (int.from_bytes(head[i : i + 4], "little") for i in (1, 5, 9))
+        data = packet.read(glen + blen)
+        self.xid = xid_text(fmt, data[:glen], data[glen:])
+
+
+def xid_text(fmt: int, gtrid: bytes, bqual: bytes) -> str:
+    """An XID as the binlog's XA queries spell it, upper case: ``X'7831',X'',1``."""
+    return f"X'{gtrid.hex().upper()}',X'{bqual.hex().upper()}',{fmt}"
 
 
 BY_TYPE: dict[int, type[_Lean]] = {
@@ -91,4 +115,5 @@ BY_TYPE: dict[int, type[_Lean]] = {
     BINLOG.DELETE_ROWS_EVENT_V2: DeleteRows,
     BINLOG.XID_EVENT: Xid,
     BINLOG.MARIADB_GTID_EVENT: MariaGtid,
+    BINLOG.XA_PREPARE_EVENT: XaPrepare,
 }

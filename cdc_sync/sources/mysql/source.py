@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import pymysql
@@ -11,13 +12,14 @@ from cdc_sync.config.dsn import MysqlDsn
 from cdc_sync.errors import CdcSyncError, PermanentError
 from cdc_sync.records import BinlogPosition, Position, Row, SourceEvent, TableId, TableSchema
 from cdc_sync.sources.base import SourceHealth
-from cdc_sync.sources.mysql import admin, catalog, fetch, health, snapshot
+from cdc_sync.sources.mysql import admin, catalog, fetch, health, snapshot, xa
 from cdc_sync.sources.mysql.conn import connect as connect_mysql
 from cdc_sync.sources.mysql.decoder import BinlogDecoder
 from cdc_sync.sources.mysql.errors import RESNAPSHOT_HINT, classify
 from cdc_sync.sources.mysql.gtids import GtidState, MariaGtidState, MysqlGtidState
 from cdc_sync.sources.mysql.stream import open_reader
 from cdc_sync.sources.mysql.wire import BinlogWire
+from cdc_sync.sources.mysql.xa_lookback import read_prepared
 
 _MODES = ("auto", "gtid", "file")
 
@@ -321,6 +323,11 @@ class MysqlCapture:
         self.close_stream()
         # The marker table's events pass the library's table filter too (never emitted).
         read = [*self._captured, self._marker] if self._marker else self._captured
+        # An XA COMMIT whose PREPARE lies before `start`: that group is read again.
+        side = partial(open_reader, self._dsn, server_id=xa.side_server_id(self._server_id),
+                       tables=read, heartbeat_seconds=self._heartbeat, by_gtid=False,
+                       mariadb=self._server().mariadb)  # fmt: skip
+        decoder.on_prepared_missing = partial(read_prepared, self._catalog, decoder, side)
         reader = self._reader = open_reader(
             self._dsn, server_id=self._server_id, tables=read,
             heartbeat_seconds=self._heartbeat, start=start, by_gtid=by_gtid,

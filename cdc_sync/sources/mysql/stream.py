@@ -18,6 +18,7 @@ from cdc_sync.sources.mysql.conn import connect as connect_mysql
 EVENTS = (
     QueryEvent, RotateEvent, GtidEvent, HeartbeatLogEvent, tablemap.CachedTableMapEvent,
     events.Xid, events.MariaGtid, events.WriteRows, events.UpdateRows, events.DeleteRows,
+    events.XaPrepare,
 )  # fmt: skip
 IDLE_SECONDS = 0.5
 """The server heartbeat period is capped here: when the binlog is quiet a heartbeat arrives at

@@ -42,6 +42,7 @@ from cdc_sync.records import Idle, SourceEvent
 from cdc_sync.sources.mysql import tablemap
 from cdc_sync.sources.mysql.conn import Connection as MysqlConnection
 from cdc_sync.sources.mysql.decoder import BinlogDecoder
+from cdc_sync.sources.mysql.events import FL_PREPARED_XA
 from cdc_sync.sources.mysql.tablemap import CachedTableMapEvent
 
 MAX_PAYLOAD = 0xFFFFFF
@@ -304,7 +305,9 @@ class BinlogWire:
                     tablemap.stats["hits"] += 1
             elif etype == _MARIADB_GTID:
                 seq, domain = _MARIA_GTID.unpack_from(buf, body)
-                decoder.gtid_event(f"{domain}-{server_id}-{seq}", ts, reader.log_file, log_pos)
+                xa_group = bool(buf[body + 12] & FL_PREPARED_XA)  # flags2, after seq, domain
+                gtid = f"{domain}-{server_id}-{seq}"
+                decoder.gtid_event(gtid, ts, reader.log_file, log_pos, xa_group)
             elif etype == _XID:
                 out = decoder.xid(reader.log_file, log_pos)
                 if out:
