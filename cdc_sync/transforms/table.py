@@ -204,8 +204,7 @@ class TableTransform:
         if op is Op.DELETE:
             if rec.before is None:
                 return Applied(rec._replace(schema=self.schema, changed=()), ())
-            whole = self.full_before and not rec.before_is_key_only
-            old, bits = self._row(rec.before, 0) if whole else self._key_row(rec.before)
+            old, bits, whole = self._old(rec)
             out = rec._replace(
                 schema=self.schema, before=old, before_is_key_only=not whole, changed=()
             )
@@ -248,9 +247,9 @@ class TableTransform:
             self._locate(row)
             raise RuleError("rules", None, f"unexpected {type(e).__name__}") from None
         before: Row | None = None
-        whole = self.full_before and not rec.before_is_key_only
+        whole = False
         if rec.before is not None:
-            before, _ = self._row(rec.before, 0) if whole else self._key_row(rec.before)
+            before, _, whole = self._old(rec)
         changed = rec.changed
         if changed:
             mapped = self._changed.get(changed)
@@ -290,6 +289,35 @@ class TableTransform:
                     v = nv
             append(v)
         return tuple(out), bits
+
+    def _old(self, rec: ChangeRecord) -> tuple[Row, int, bool]:
+        """The old row as sent on (its rules' bits, and whether it is whole). Whole for a
+        link (conflict checks), and for a delete or key change that came with its full old
+        row: under a DEFERRABLE source key the sink tells swapped rows apart by it. Not
+        with custom functions (they never see old rows, so the same row would look
+        different), and key-only when a rule refuses an old value: the change needs only
+        its key, and the audit names the key's rules as before."""
+        before = rec.before
+        assert before is not None
+        if rec.before_is_key_only:
+            key, bits = self._key_row(before)
+            return key, bits, False
+        if self.full_before:
+            row, bits = self._row(before, 0)
+            return row, bits, True
+        key, bits = self._key_row(before)
+        if self._custom is None and (rec.op is Op.DELETE or self._moves(rec)):
+            try:
+                old, _ = self._row(before, 0)
+            except Exception:  # noqa: BLE001 - an old value a rule refuses: the key will do
+                return key, bits, False
+            return old, bits, True
+        return key, bits, False
+
+    def _moves(self, rec: ChangeRecord) -> bool:
+        before, after = rec.before, rec.after
+        assert before is not None and after is not None
+        return any(before[i] != after[i] for i in self.source.key_indexes)
 
     def _key_row(self, src: Row) -> tuple[Row, int]:
         """A key-only row in output order: the key columns transformed, other positions None."""

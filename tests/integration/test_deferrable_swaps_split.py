@@ -133,11 +133,6 @@ class _Rules(Cli):
         self._configure(tmp, pipeline, text, source_dsn, target_dsn)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TableTransform keeps only the old key of a key change (full_before is for links): "
-    "the plan cannot tell swapped rows apart (needs the full old row kept for key changes)",
-)
 @pytest.mark.parametrize("flush_rows", [5000, 2])
 def test_swaps_on_a_table_with_rules_keep_every_row(
     tmp_path: Path, flush_rows: int, source_dsn: str, target_dsn: str
