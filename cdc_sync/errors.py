@@ -46,11 +46,11 @@ class PrerequisiteError(PermanentError):
 class UnsupportedTypeError(PermanentError):
     """A source column type cannot be mapped; names table, column and type."""
 
-    def __init__(self, table: str, column: str, type_name: str) -> None:
+    def __init__(self, table: str, column: str, type_name: str, fix: str | None = None) -> None:
         self.table, self.column, self.type_name = table, column, type_name
         super().__init__(
             f"table {table}: column {column!r} has type {type_name!r}, which cdc-sync cannot "
-            "replicate; exclude the table or change the column type"
+            "replicate; " + (fix or "exclude the table or change the column type")
         )
 
 

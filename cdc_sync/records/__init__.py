@@ -16,7 +16,14 @@ from cdc_sync.records.change import (
 )
 from cdc_sync.records.copytext import CopyText
 from cdc_sync.records.positions import BinlogPosition, PgLsn, Position
-from cdc_sync.records.schema import Column, ColumnType, Kind, TableId, TableSchema
+from cdc_sync.records.schema import (
+    Column,
+    ColumnType,
+    Kind,
+    PgTypeName,
+    TableId,
+    TableSchema,
+)
 from cdc_sync.records.values import UNCHANGED, Interval, JsonText, float32
 
 __all__ = [
@@ -33,6 +40,7 @@ __all__ = [
     "Kind",
     "Op",
     "PgLsn",
+    "PgTypeName",
     "Position",
     "Row",
     "RowProblem",

@@ -60,6 +60,27 @@ class Kind(enum.Enum):
     YEAR = "year"  # int (MySQL YEAR; smallint in PostgreSQL)
     DURATION = "duration"  # datetime.timedelta (MySQL TIME: negative / > 24 h; interval in PG)
     BIT = "bit"  # str of '0'/'1', exactly `length` digits (MySQL BIT(n), PostgreSQL bit(n))
+    # str: a PostgreSQL type's own text output, read back by its input function (citext,
+    # inet, hstore, ranges, composites…); which type in ColumnType.pg_type
+    PG_TEXT = "pg_text"
+
+
+@dataclass(frozen=True, slots=True)
+class PgTypeName:
+    """The PostgreSQL type of a Kind.PG_TEXT column, and how a target that lacks it gets it."""
+
+    schema: str  # "pg_catalog" for built-in types
+    name: str
+    # The extension that defines the type (citext, hstore, ltree): CREATE EXTENSION on a
+    # target. Neither this nor ``create`` is compared: they only word a fix.
+    extension: str | None = field(default=None, compare=False)
+    # A type defined in the source database (composite, range): the CREATE TYPE to run.
+    create: str | None = field(default=None, compare=False)
+    composite: bool = False  # a row type (typtype 'c'): its values are '(f1,f2,…)'
+
+    @property
+    def display(self) -> str:
+        return self.name if self.schema == "pg_catalog" else f"{self.schema}.{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +110,7 @@ class ColumnType:
     # catalog only (the binlog's table map has no display width), so not compared; it never
     # changes which values the column holds.
     display_width: int | None = field(default=None, compare=False)
+    pg_type: PgTypeName | None = None  # Kind.PG_TEXT only
 
     def element(self) -> ColumnType:
         return dataclasses.replace(self, array_dims=0)

@@ -49,7 +49,9 @@ _FORMATS = {
 
 def require_text(rule: str, col: str, t: ColumnType) -> None:
     if t.kind not in TEXT_KINDS or t.array_dims:
-        raise Problem(f"{rule} applies to text columns, {col!r} is {type_text(t)}")
+        # A PostgreSQL type carried as its text (citext, inet…) becomes text by a cast first
+        hint = "; a `cast: text` rule before it makes it text" if t.kind is Kind.PG_TEXT else ""
+        raise Problem(f"{rule} applies to text columns, {col!r} is {type_text(t)}{hint}")
 
 
 def _loose_text(t: ColumnType) -> ColumnType:

@@ -34,6 +34,9 @@ _NUM_TEXT = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)
 def type_text(t: ColumnType) -> str:
     """``varchar(32)`` / ``numeric(12,2)`` / ``integer``: for messages."""
     name = t.kind.value
+    if t.kind is Kind.PG_TEXT:
+        name = (t.source_name or "pg_text").removesuffix("[]")  # named as the source names it
+        return name + "[]" * t.array_dims
     if t.array_dims:
         return name + "[]" * t.array_dims
     if t.kind is Kind.NUMERIC and t.precision is not None:

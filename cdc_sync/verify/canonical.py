@@ -177,6 +177,7 @@ _BY_KIND: dict[Kind, Render] = {
     Kind.JSON: _json,
     Kind.JSONB: _json,
     Kind.BYTES: _bytes,
+    Kind.PG_TEXT: _text,  # the PostgreSQL text form, as the source printed it
 }
 
 
@@ -241,7 +242,7 @@ _INT_KINDS = (Kind.TINYINT, Kind.SMALLINT, Kind.MEDIUMINT, Kind.INTEGER, Kind.BI
 _ITEM: dict[Kind, str] = {
     **dict.fromkeys(_INT_KINDS, "None if {v} is None else str(int({v}))"),
     **dict.fromkeys(
-        (Kind.TEXT, Kind.VARCHAR, Kind.ENUM),
+        (Kind.TEXT, Kind.VARCHAR, Kind.ENUM, Kind.PG_TEXT),
         "{v} if {v}.__class__ is str else (None if {v} is None else {r}({v}))",
     ),
     Kind.CHAR: "None if {v} is None else ({v}.rstrip(' ') if {v}.__class__ is str else {r}({v}))",

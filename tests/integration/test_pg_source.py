@@ -377,25 +377,26 @@ def test_table_without_key(source_dsn: str, make_source: Any) -> None:
 
 
 def test_unsupported_type(source_dsn: str, make_source: Any) -> None:
-    sql(source_dsn, "CREATE TABLE geo (id int PRIMARY KEY, p point)")
+    sql(source_dsn, "CREATE TABLE geo (id int PRIMARY KEY, p regclass)")
     with pytest.raises(UnsupportedTypeError) as ei:
         make_source("geo").prepare(create=True)
-    assert (ei.value.table, ei.value.column, ei.value.type_name) == ("public.geo", "p", "point")
+    assert (ei.value.table, ei.value.column, ei.value.type_name) == ("public.geo", "p", "regclass")
 
 
 def test_all_problems_at_once_and_missing_table(source_dsn: str, make_source: Any) -> None:
-    sql(source_dsn, "CREATE TABLE geo (id int PRIMARY KEY, p point, r int4range, m money)")
+    sql(source_dsn, "CREATE TABLE geo (id int PRIMARY KEY, p regtype, r box[], m money)")
     src = make_source("geo", "public.missing", may_create=False)
     problems = src.problems()
     text = "\n".join(problems)
     assert "configured table public.missing does not exist" in text
-    assert "'p' has type 'point'" in text
-    assert "'r' has type 'range type int4range'" in text and "'m' has type 'money'" in text
+    assert "'p' has type 'regtype'" in text
+    assert "'r' has type '_box'" in text and "'m' has type 'money'" in text
+    assert "ALTER TABLE public.geo ALTER COLUMN m TYPE numeric(…);" in text
     assert f"SELECT pg_create_logical_replication_slot('{src._slot}', 'pgoutput');" in text
     assert "CREATE PUBLICATION" in text
     with pytest.raises(PermanentError) as ei:
         src.prepare(create=False)
-    assert "public.missing" in str(ei.value) and "point" in str(ei.value)
+    assert "public.missing" in str(ei.value) and "regtype" in str(ei.value)
 
 
 def test_publication_is_aligned_and_slot_plugin_checked(source_dsn: str, make_source: Any) -> None:

@@ -9,18 +9,21 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from cdc_sync.errors import PermanentError
-from cdc_sync.records import Column, ColumnType, Kind, TableId, TableSchema
+from cdc_sync.records import Column, ColumnType, Kind, PgTypeName, TableId, TableSchema
 from cdc_sync.sinks.sql.ddl_notes import (
     added_without_backfill,
     generated_problem,
     identity_by_default,
+    inet_as_text,
     made_nullable,
     missing_column_problem,
     missing_namespace,
+    missing_pg_type,
     no_key_index,
+    row_type_target,
     widened,
 )
-from cdc_sync.sinks.sql.types import TypeMapper, enum_type_id, quote_ident
+from cdc_sync.sinks.sql.types import TypeMapper, as_text, enum_type_id, quote_ident
 
 _SCHEMA = sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s")
 # needs_value: a row written without a value for the column is refused (NOT NULL, and no
@@ -61,11 +64,16 @@ _LOOSE_KEYS = sa.text(
     """
 )
 _TYPE_OID = sa.text("SELECT to_regtype(:n)::oid::bigint")
+_EXTENSION_SCHEMA = sa.text(
+    "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = :x"
+)
 _ENUM_LABELS = sa.text(
     "SELECT enumlabel FROM pg_enum WHERE enumtypid = to_regtype(:n) ORDER BY enumsortorder"
 )
 
 _STRING_KINDS = frozenset({Kind.TEXT, Kind.VARCHAR, Kind.CHAR})
+# A DBA's target column types a PG_TEXT value may go into (I/O conversion on assignment)
+_TEXT_TARGETS, _INET = ("text", "character varying"), PgTypeName("pg_catalog", "inet")
 
 
 _WIDER_INT = {"smallint": 0, "integer": 1, "bigint": 2, "numeric": 3}
@@ -174,6 +182,8 @@ class TableMaker:
         for col in schema.columns:
             if col.type.kind is Kind.ENUM:
                 self._ensure_enum(conn, col.type, target)
+            elif col.type.kind is Kind.PG_TEXT:
+                self._check_pg_type(conn, col, target)
         if not existing:
             if not self.create_tables:
                 raise PermanentError(
@@ -290,6 +300,12 @@ class TableMaker:
             return
         if col.type.kind in _STRING_KINDS and not col.type.array_dims and have.spelled == "text":
             return  # any string fits losslessly into text
+        if col.type.kind is Kind.PG_TEXT and have.spelled.startswith(_TEXT_TARGETS):
+            if col.type.pg_type == _INET:  # its cast to text adds a /32 the source never sent
+                raise PermanentError(inet_as_text(target, col.name, have.spelled))
+            return  # the type's text (a varchar(n) too short for a value refuses that row)
+        if as_text(col.type):
+            raise PermanentError(row_type_target(target, col.name, have.spelled))
         if _holds_ints(col.type, base, have.spelled):
             return
         if (
@@ -337,6 +353,14 @@ class TableMaker:
         if any(sorted(cols) == want for cols in unique):
             return
         raise no_key_index(target, schema.key, unique, schema.names)
+
+    def _check_pg_type(self, conn: sa.Connection, col: Column, target: TableId) -> None:
+        """The type must exist in the target (the writer casts to it); never created here."""
+        t, base = col.type.pg_type, self.types.base_name(col.type.element(), target)
+        if t is None or t.composite or conn.execute(_TYPE_OID, {"n": base}).scalar():
+            return  # a row type goes in as text (types.as_text)
+        ext = conn.execute(_EXTENSION_SCHEMA, {"x": t.extension}).scalar() if t.extension else ""
+        raise PermanentError(missing_pg_type(target, col.name, t, str(ext or "") or None))
 
     def _ensure_enum(self, conn: sa.Connection, ct: ColumnType, target: TableId) -> None:
         tid = enum_type_id(ct, target)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cdc_sync import logs
 from cdc_sync.errors import PermanentError
-from cdc_sync.records import TableId
+from cdc_sync.records import PgTypeName, TableId
 
 
 def widened(target: TableId, column: str, was: str, now: str) -> None:
@@ -119,4 +119,48 @@ def identity_by_default(target: TableId, column: str) -> None:
         why="GENERATED ALWAYS refuses the source's values (only OVERRIDING SYSTEM VALUE "
         "inserts and no updates); BY DEFAULT takes them and still numbers rows inserted "
         "without one",
+    )
+
+
+def missing_pg_type(target: TableId, column: str, t: PgTypeName, ext_schema: str | None) -> str:
+    """Why a PostgreSQL target cannot hold a column carried as its type's text (Kind.PG_TEXT):
+    the type is not there, under the source's schema and name. ``ext_schema``: where the
+    target has the type's extension, when it has it elsewhere."""
+    head = (
+        f"target table {target}: column {column!r} has the source's type {t.display}, which "
+        f"the target database lacks ({t.schema}.{t.name}; its values are written as that "
+        "type's text, also into a text column); fix, on the target: "
+    )
+    if t.extension and ext_schema:
+        return (
+            head + f"ALTER EXTENSION {t.extension} SET SCHEMA {t.schema}; (it is in schema "
+            f"{ext_schema} there, in {t.schema} at the source), then restart"
+        )
+    if t.extension:
+        return head + f"CREATE EXTENSION {t.extension} SCHEMA {t.schema}; then restart"
+    if t.create:
+        return head + f"{t.create} then restart"
+    return head + "create the type as the source has it (pg_dump --schema-only), then restart"
+
+
+def row_type_target(target: TableId, column: str, spelled: str) -> str:
+    """A composite-typed target column for a source row type: written as text for now
+    (``types.as_text``), which does not assign to a row type."""
+    return (
+        f"target table {target}: column {column!r} has the row type {spelled}; cdc-sync "
+        "writes a composite source column's values as their text, into a text column, for "
+        f"now; fix: ALTER TABLE {target} ALTER COLUMN {column} TYPE text; (or map the table "
+        "to another target)"
+    )
+
+
+def inet_as_text(target: TableId, column: str, spelled: str) -> str:
+    """An inet source column into a text target column: the writer sends inet values, and
+    PostgreSQL's inet-to-text assignment (text(inet)) prints the netmask the source's text
+    leaves out ('10.0.0.1' becomes '10.0.0.1/32'): not the source's text."""
+    return (
+        f"target table {target}: column {column!r} is {spelled}, but the source column is "
+        "inet, whose cast to text adds a /32 netmask the source's text leaves out; fix: "
+        f"ALTER TABLE {target} ALTER COLUMN {column} TYPE inet USING {column}::inet; (or map "
+        "the table to another target)"
     )

@@ -11,7 +11,9 @@ from cdc_sync.errors import PermanentError
 from cdc_sync.records import Kind, TableId, TableSchema
 from cdc_sync.sinks.sql.mysql import qualified_mysql, quote_mysql
 
-_STRING_KINDS = frozenset({Kind.TEXT, Kind.VARCHAR, Kind.CHAR})
+# PG_TEXT too (a PostgreSQL type's text form): an exact collation keeps apart any two texts
+# the source may hold as two keys
+_STRING_KINDS = frozenset({Kind.TEXT, Kind.VARCHAR, Kind.CHAR, Kind.PG_TEXT})
 # Binary and NO PAD, so equal keys are equal bytes: MariaDB's utf8mb4_nopad_bin, MySQL 8's
 # utf8mb4_0900_bin. Every other *_bin is PAD SPACE: 'abc' and 'abc ' are one key there.
 _NOPAD = ("utf8mb4_nopad_bin", "utf8mb4_0900_bin")

@@ -48,7 +48,7 @@ _UNIQUE = sa.text(
 )
 _SCHEMA = sa.text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :s")
 _INT_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|bigint|year)\(\d+\)")
-_STRING_KINDS = frozenset({Kind.TEXT, Kind.VARCHAR, Kind.CHAR})
+_STRING_KINDS = frozenset({Kind.TEXT, Kind.VARCHAR, Kind.CHAR, Kind.PG_TEXT})
 _DIALECT = mysql.dialect()
 _GENERATED = re.compile(r"\b(virtual|stored|persistent)\b")
 

@@ -27,6 +27,16 @@ _INTS: dict[Kind, type[mysql.types._IntegerType]] = {
 }
 
 
+# PostgreSQL types of bounded text (Kind.PG_TEXT): the longest output, in characters (an
+# IPv6 address with its netmask; a MAC address of 6 or 8 bytes).
+_PG_TEXT_CHARS = {"inet": 43, "cidr": 43, "macaddr": 17, "macaddr8": 23}
+
+
+def pg_text_chars(ct: ColumnType) -> int | None:
+    t = ct.pg_type
+    return _PG_TEXT_CHARS.get(t.name) if t is not None and t.schema == "pg_catalog" else None
+
+
 def decimal_bounds(ct: ColumnType) -> tuple[int, int]:
     """(precision, scale) of the target DECIMAL: the source's when MySQL can hold it."""
     p, s = ct.precision, ct.scale or 0
@@ -44,6 +54,9 @@ def _fixed_key_bytes(ct: ColumnType) -> int | None:
         return 4 * n if n is not None and n <= KEY_CHARS else None
     if ct.kind is Kind.BYTES:
         return n if n is not None and n <= KEY_BYTES else None
+    if ct.kind is Kind.PG_TEXT:
+        chars = pg_text_chars(ct)
+        return None if chars is None else 4 * chars
     return 144 if ct.kind is Kind.UUID else 32  # generous for numbers, dates, enums
 
 
@@ -83,6 +96,12 @@ class MySqlTypes:
             return mysql.DECIMAL(p, s)
         if k in (Kind.TEXT, Kind.VARCHAR, Kind.CHAR):
             return _string(ct, key)
+        if k is Kind.PG_TEXT:
+            # The PostgreSQL text form, in the table's utf8mb4 binary collation
+            chars = pg_text_chars(ct)
+            if chars is not None:
+                return mysql.VARCHAR(chars)
+            return mysql.VARCHAR(key // 4) if key is not None else mysql.LONGTEXT()
         if k is Kind.BYTES:
             n = ct.length
             # A MySQL source's BINARY(n) stays BINARY(n). BINARY(0) as VARBINARY(0): both hold

@@ -177,6 +177,7 @@ _SIMPLE: dict[Kind, Literal] = {
     Kind.SET: _text,
     Kind.JSON: _text,
     Kind.JSONB: _text,
+    Kind.PG_TEXT: _text,  # a PostgreSQL type's text form
     Kind.BYTES: _bytes,
     Kind.BIT: _bit,
     Kind.DATE: _date,

@@ -12,7 +12,16 @@ import pymysql
 import sqlalchemy as sa
 
 from cdc_sync.errors import PermanentError
-from cdc_sync.records import Interval, JsonText, Kind, Row, TableId, TableSchema, float32
+from cdc_sync.records import (
+    ColumnType,
+    Interval,
+    JsonText,
+    Kind,
+    Row,
+    TableId,
+    TableSchema,
+    float32,
+)
 from cdc_sync.sinks.sql.errors import classify_db_error
 from cdc_sync.sinks.sql.types import MYSQL_DIALECTS
 
@@ -22,7 +31,22 @@ _TEXT_KINDS = (Kind.TEXT, Kind.VARCHAR, Kind.CHAR)
 _INTS = (Kind.TINYINT, Kind.SMALLINT, Kind.MEDIUMINT, Kind.INTEGER, Kind.BIGINT, Kind.YEAR)
 # Key kinds whose SQL order is not Python's order of the canonical values (enum label order,
 # SET bit order, JSON, intervals): tables keyed by them are verified by key lookups.
-_UNORDERED = (Kind.ENUM, Kind.SET, Kind.JSON, Kind.JSONB, Kind.INTERVAL, Kind.REAL, Kind.DOUBLE)
+_UNORDERED = (
+    Kind.ENUM, Kind.SET, Kind.JSON, Kind.JSONB, Kind.INTERVAL, Kind.REAL, Kind.DOUBLE,
+    Kind.PG_TEXT,  # the type's own order (citext ignores case, inet is by address)
+)  # fmt: skip
+# PG_TEXT columns of a PostgreSQL target are read as text printed as the source prints it
+# (its stream's session settings: a tstzrange prints in the session's TimeZone), set around
+# each read and put back after it: the reader may share a transaction with the sink.
+_PG_TEXT_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "iso_8601",
+    "extra_float_digits": "3",
+    "bytea_output": "hex",
+}
+_SHOW = "SELECT " + ", ".join(["current_setting(%s)"] * len(_PG_TEXT_SETTINGS))
+_SET = "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(_PG_TEXT_SETTINGS))
 
 
 def key_orderable(schema: TableSchema) -> bool:
@@ -104,8 +128,19 @@ def _for_digest(
     ]
 
 
-def _pg_column(name: str, kind: Kind) -> str:
-    q = _pg_ident(name)
+def _pg_column(name: str, ct: ColumnType) -> str:
+    q, kind = _pg_ident(name), ct.kind
+    if kind is Kind.PG_TEXT:
+        # The type's output function, as the source's text is (format's %s): ::text may
+        # call a cast function that prints otherwise (inet's text() adds the /32). NULL
+        # by num_nulls, not IS NULL: a row of NULL fields IS NULL.
+        if ct.array_dims:  # elements in order (a multi-dimensional array flattened)
+            return (
+                f"CASE WHEN {q} IS NULL THEN NULL ELSE ARRAY(SELECT CASE WHEN num_nulls(e) = 1 "
+                f"THEN NULL ELSE format('%%s', e) END FROM unnest({q}) WITH ORDINALITY u(e, n) "
+                "ORDER BY n) END"
+            )
+        return f"CASE WHEN num_nulls({q}) = 1 THEN NULL ELSE format('%%s', {q}) END"
     if kind in (Kind.JSON, Kind.JSONB, Kind.BIT, Kind.ENUM):
         return f"{q}::text"  # exact stored text; psycopg would parse JSON into objects
     if kind is Kind.INTERVAL:
@@ -157,6 +192,7 @@ class TargetReader:
         self.table = table
         self.schema = schema
         self.mysql = conn.dialect.name in MYSQL_DIALECTS
+        self._pg_text = not self.mysql and any(c.type.kind is Kind.PG_TEXT for c in schema.columns)
         self._key_idx = schema.key_indexes
         pg_types: dict[str, str] | None = None
         if self.mysql:
@@ -166,7 +202,7 @@ class TargetReader:
             self._order = self._keys
         else:
             self._from = f"{_pg_ident(table.schema)}.{_pg_ident(table.name)}"
-            self._cols = ", ".join(_pg_column(c.name, c.type.kind) for c in schema.columns)
+            self._cols = ", ".join(_pg_column(c.name, c.type) for c in schema.columns)
             self._keys = [_pg_ident(k) for k in schema.key]
             binary, pg_types = self._pg_columns()
             self._order = [
@@ -207,7 +243,11 @@ class TargetReader:
             if isinstance(raw, psycopg.Connection):
                 if not self.conn.in_transaction():
                     self.conn.begin()
-                rows: list[Row] = raw.execute(sql, args).fetchall()
+                rows: list[Row] = (
+                    _with_pg_text_settings(raw, sql, args)
+                    if self._pg_text
+                    else raw.execute(sql, args).fetchall()
+                )
             elif isinstance(raw, pymysql.connections.Connection):
                 if not self.conn.in_transaction():
                     self.conn.begin()
@@ -289,6 +329,19 @@ class TargetReader:
             for row in self._execute(text, [v for k in chunk for v in k]):
                 out[self.key_of(row)] = row
         return out
+
+
+def _with_pg_text_settings(
+    raw: psycopg.Connection[Any], sql: str, args: Sequence[object]
+) -> list[Row]:
+    names = list(_PG_TEXT_SETTINGS)
+    was = raw.execute(_SHOW, names).fetchone()
+    assert was is not None
+    raw.execute(_SET, [x for kv in _PG_TEXT_SETTINGS.items() for x in kv])
+    rows: list[Row] = raw.execute(sql, args).fetchall()
+    # Not on an error: the transaction is then rolled back, and its settings with it.
+    raw.execute(_SET, [x for kv in zip(names, was, strict=True) for x in kv])
+    return rows
 
 
 def _canonical(row: Row, conv: list[tuple[int, Callable[[Any], Any]]]) -> Row:

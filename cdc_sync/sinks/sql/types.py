@@ -17,6 +17,24 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def pg_type_sql(ct: ColumnType, table: TableId) -> str:
+    """A Kind.PG_TEXT column's type, schema-qualified and quoted: the target's type of that
+    name (the same extension or CREATE TYPE there), so its input reads the source's text."""
+    t = ct.pg_type
+    if t is None:
+        raise UnsupportedTypeError(str(table), "?", ct.source_name or "pg_text without a type")
+    if t.composite:
+        return "text"  # see as_text
+    return f"{quote_ident(t.schema)}.{quote_ident(t.name)}"
+
+
+def as_text(ct: ColumnType) -> bool:
+    """A row (composite) type goes into a PostgreSQL target as text, for now: the writer's
+    ``unnest(%b::type[]) AS v (…)`` would expand a row type's fields into columns of their
+    own, and a text parameter does not assign to a row-typed column. Its text is exact."""
+    return ct.kind is Kind.PG_TEXT and ct.pg_type is not None and ct.pg_type.composite
+
+
 def enum_type_id(ct: ColumnType, table: TableId) -> TableId:
     """Where the enum type lives in the target: as qualified by the source, else the table's
     schema (so ``format_type`` in the target shows the same name as in the source)."""
@@ -108,6 +126,8 @@ class PostgresTypes:
             return _pg_int(ct)
         if k is Kind.BIT:
             return postgresql.BIT(ct.length or 1)
+        if k is Kind.PG_TEXT:
+            return sa.Text() if as_text(ct) else _Raw(pg_type_sql(ct, table))
         if k is Kind.ENUM:
             tid = enum_type_id(ct, table)
             return postgresql.ENUM(
@@ -122,6 +142,8 @@ class PostgresTypes:
         if ct.kind is Kind.ENUM:
             tid = enum_type_id(ct, table)
             base = f"{quote_ident(tid.schema)}.{quote_ident(tid.name)}"
+        elif ct.kind is Kind.PG_TEXT:
+            base = pg_type_sql(ct, table)
         elif ct.kind in _INT_RANK:
             base = _PG_INT_NAMES[_INT_RANK[ct.kind] + (1 if ct.unsigned else 0)]
         else:

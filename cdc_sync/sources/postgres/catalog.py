@@ -30,6 +30,24 @@ SELECT t.oid, n.nspname, t.typname, t.typtype,
        CASE WHEN t.typtype = 'e' THEN
          ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid
                ORDER BY e.enumsortorder)
+       END,
+       t.typdelim::text,
+       (SELECT x.extname FROM pg_depend d JOIN pg_extension x ON x.oid = d.refobjid
+        WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid
+          AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e' LIMIT 1),
+       CASE WHEN t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'
+         THEN 'CREATE TYPE ' || quote_ident(n.nspname) || '.' || quote_ident(t.typname)
+           || ' AS (' || (SELECT string_agg(quote_ident(a.attname) || ' '
+                            || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum)
+                          FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0
+                            AND NOT a.attisdropped) || ');'
+       WHEN t.typtype IN ('r', 'm') THEN
+         (SELECT 'CREATE TYPE ' || quote_ident(rn.nspname) || '.' || quote_ident(rt.typname)
+            || ' AS RANGE (SUBTYPE = ' || format_type(r.rngsubtype, NULL) || ');'
+          FROM pg_range r JOIN pg_type rt ON rt.oid = r.rngtypid
+          JOIN pg_namespace rn ON rn.oid = rt.typnamespace
+          -- rngmultitypid is PostgreSQL 14+: read through jsonb so 13 parses this too
+          WHERE t.oid IN (r.rngtypid, (to_jsonb(r) ->> 'rngmultitypid')::oid))
        END
 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
 WHERE t.oid = %s
@@ -40,10 +58,11 @@ def lookup_type(conn: psycopg.Connection[tuple[object, ...]], oid: int) -> PgTyp
     row = conn.execute(_TYPE_SQL, (oid,)).fetchone()
     if row is None:
         return None
-    _, nsp, name, typtype, elem, base, base_typmod, labels = row
+    _, nsp, name, typtype, elem, base, base_typmod, labels, delim, ext, create = row
     return PgType(
         oid, str(nsp), str(name), str(typtype), int(str(elem)), int(str(base)),
         int(str(base_typmod)), tuple(str(x) for x in labels) if isinstance(labels, list) else (),
+        None if ext is None else str(ext), None if create is None else str(create), str(delim),
     )  # fmt: skip
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cdc_sync.errors import UnsupportedTypeError
-from cdc_sync.records import ColumnType, Kind
+from cdc_sync.records import ColumnType, Kind, PgTypeName
 from cdc_sync.sources.postgres.values import Converter, converter_for
 
 
@@ -23,6 +23,9 @@ class PgType:
     base: int = 0  # base type oid of a domain
     base_typmod: int = -1  # typmod a domain imposes on its base type
     enum_labels: tuple[str, ...] = ()
+    extension: str | None = None  # the extension that defines the type (pg_depend 'e')
+    create: str | None = None  # CREATE TYPE of a composite / range type, for a target
+    delim: str = ","  # typdelim: the array element separator (box: ';')
 
     @property
     def display(self) -> str:
@@ -46,6 +49,7 @@ BUILTIN: dict[int, tuple[str, Kind]] = {
     701: ("double precision", Kind.DOUBLE),
     1042: ("character", Kind.CHAR),
     1043: ("character varying", Kind.VARCHAR),
+    1560: ("bit", Kind.BIT),
     1082: ("date", Kind.DATE),
     1083: ("time without time zone", Kind.TIME),
     1114: ("timestamp without time zone", Kind.TIMESTAMP),
@@ -60,10 +64,23 @@ BUILTIN: dict[int, tuple[str, Kind]] = {
 BUILTIN_ARRAYS: dict[int, int] = {
     1000: 16, 1001: 17, 1003: 19, 1016: 20, 1005: 21, 1007: 23, 1009: 25, 199: 114,
     1021: 700, 1022: 701, 1014: 1042, 1015: 1043, 1182: 1082, 1183: 1083, 1115: 1114,
-    1185: 1184, 1187: 1186, 1231: 1700, 2951: 2950, 3807: 3802,
+    1185: 1184, 1187: 1186, 1231: 1700, 2951: 2950, 3807: 3802, 1561: 1560,
 }  # fmt: skip
 
 _TYPTYPE_WORD = {"c": "composite type", "r": "range type", "m": "multirange type", "p": "pseudo"}
+# typtype of types carried as their text form (Kind.PG_TEXT): base, composite, range and
+# multirange types; the input function of each reads its own output back exactly.
+_AS_TEXT = frozenset("bcrm")
+_MONEY = 790
+# Built-in types whose text does not mean the same on another server: reg* name objects by
+# (search_path-dependent) name and fail where they do not exist; aclitem names roles; the
+# planner's statistics types have no input function.
+_NOT_PORTABLE = frozenset({
+    "regclass", "regcollation", "regconfig", "regdictionary", "regnamespace", "regoper",
+    "regoperator", "regproc", "regprocedure", "regrole", "regtype", "aclitem",
+    "pg_node_tree", "pg_ndistinct", "pg_dependencies", "pg_mcv_list", "pg_brin_bloom_summary",
+    "pg_brin_minmax_multi_summary", "unknown",
+})  # fmt: skip
 _INTERVAL_FULL_PRECISION = 0xFFFF
 
 
@@ -77,6 +94,8 @@ def _params(kind: Kind, typmod: int) -> tuple[int | None, int | None, int | None
         t = typmod - 4
         scale = ((t & 0x7FF) ^ 1024) - 1024  # 11-bit signed: PG15 allows negative scale
         return None, (t >> 16) & 0xFFFF, scale
+    if kind is Kind.BIT:
+        return typmod, None, None  # bit(n): the typmod is n
     if kind in (Kind.TIME, Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
         return None, typmod, None
     if kind is Kind.INTERVAL:
@@ -129,7 +148,9 @@ class TypeResolver:
         if t.elem:
             # typmod of an array column constrains its elements (varchar(10)[] etc.)
             inner = self._column_type(t.elem, typmod, where, 0, depth + 1)
-            if inner.array_dims:
+            elem = self._get(t.elem)
+            if inner.array_dims or (elem is not None and elem.delim != ","):
+                # Array literals of ';'-delimited types (box[]) are not what parse_array reads
                 raise UnsupportedTypeError(table, column, t.display)
             return dataclasses.replace(inner, array_dims=dims, source_name=f"{inner.source_name}[]")
         if t.typtype == "e":
@@ -140,5 +161,15 @@ class TypeResolver:
             kind = BUILTIN[oid][1]
             length, precision, scale = _params(kind, typmod)
             return ColumnType(kind, length, precision, scale, source_name=t.display)
+        if oid == _MONEY:
+            raise UnsupportedTypeError(
+                table, column, t.display,
+                "its text form depends on the server's lc_monetary, so it cannot be carried "
+                f"exactly; change the column type: ALTER TABLE {table} ALTER COLUMN {column} "
+                "TYPE numeric(…);",
+            )  # fmt: skip
+        if t.typtype in _AS_TEXT and not (t.schema == "pg_catalog" and t.name in _NOT_PORTABLE):
+            name = PgTypeName(t.schema, t.name, t.extension, t.create, t.typtype == "c")
+            return ColumnType(Kind.PG_TEXT, pg_type=name, source_name=t.display)
         word = _TYPTYPE_WORD.get(t.typtype)
         raise UnsupportedTypeError(table, column, f"{word} {t.display}" if word else t.display)

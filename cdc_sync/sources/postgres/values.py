@@ -176,6 +176,8 @@ _SCALAR: dict[Kind, Converter | None] = {
     Kind.JSONB: to_json,
     Kind.BYTES: to_bytes,
     Kind.ENUM: None,
+    Kind.BIT: None,  # '0' / '1' digits, as bit(n) prints them
+    Kind.PG_TEXT: None,  # the type's own text output, read back by its input function
 }
 
 
