@@ -38,12 +38,18 @@ class MyWorkload(threading.Thread):
     """
 
     def __init__(
-        self, dsn: str, seed: int = 7, pause: float = 0.0, savepoints: float = 0.0
+        self,
+        dsn: str,
+        seed: int = 7,
+        pause: float = 0.0,
+        savepoints: float = 0.0,
+        xa: float = 0.0,
     ) -> None:
-        """``savepoints``: the share of steps wrapped in a savepoint (half rolled back)."""
+        """``savepoints``: the share of steps wrapped in a savepoint (half rolled back);
+        ``xa``: the share of transactions written as XA (half rolled back after PREPARE)."""
         super().__init__(daemon=True)
         self.dsn, self.rng, self.pause = dsn, random.Random(seed), pause
-        self.savepoints = savepoints
+        self.savepoints, self.xa = savepoints, xa
         self.db = _db(dsn)
         self.halt = threading.Event()
         self.changes: Counter[tuple[str, str, str]] = Counter()
@@ -66,6 +72,9 @@ class MyWorkload(threading.Thread):
             self.errors.append(e)
 
     def _one(self, conn: pymysql.connections.Connection) -> None:
+        if self.rng.random() < self.xa:
+            self._xa(conn)
+            return
         got: list[tuple[str, str, str]] = []
         with conn.cursor() as cur:
             for _ in range(self.rng.randint(1, 6)):
@@ -85,6 +94,22 @@ class MyWorkload(threading.Thread):
         conn.commit()
         self.transactions += 1
         self.changes.update(got)
+
+    def _xa(self, conn: pymysql.connections.Connection) -> None:
+        """One XA transaction, prepared then committed or rolled back: only committed rows
+        may reach the target, once (the PREPARE group is held until its COMMIT group)."""
+        xid = f"'w{self.transactions}-{self.rng.randrange(10**9)}'"
+        with conn.cursor() as cur:
+            cur.execute(f"XA START {xid}")
+            got = self._op(cur)
+            cur.execute(f"XA END {xid}")
+            cur.execute(f"XA PREPARE {xid}")
+            if self.halt.wait(self.rng.uniform(0, 0.05)) or self.rng.random() < 0.5:
+                cur.execute(f"XA ROLLBACK {xid}")
+            else:
+                cur.execute(f"XA COMMIT {xid}")
+                self.changes.update(got)
+        self.transactions += 1
 
     def _op(self, cur: pymysql.cursors.Cursor) -> list[tuple[str, str, str]]:
         got: list[tuple[str, str, str]] = []
@@ -166,7 +191,7 @@ def test_mysql_to_pg_sigkill_loop(tmp_path: Path, my_source_dsn: str, target_dsn
     r.drain()
     # Paced, as the PG kill loop: unpaced, a fast machine built a backlog that the 50-row
     # batches could not drain within the CLI's 120 s; the kills are the test, not the backlog.
-    work = MyWorkload(my_source_dsn, seed=11, pause=0.003, savepoints=0.2)
+    work = MyWorkload(my_source_dsn, seed=11, pause=0.003, savepoints=0.2, xa=0.1)
     work.start()
     rng = random.Random(5)
     kills = 0
