@@ -7,13 +7,18 @@ from cdc_sync.errors import PermanentError
 from cdc_sync.records import PgTypeName, TableId
 
 
+def _warn(event: str, target: TableId, column: str, **fields: str) -> None:
+    """A WARNING naming the target column the daemon altered or will not write as sent."""
+    logs.get("cdc_sync.sinks").warning(event, target_table=str(target), column=column, **fields)
+
+
 def widened(target: TableId, column: str, was: str, now: str) -> None:
     """Logged at WARNING: a DBA must see the daemon alter a target column (at a start it
     cannot tell a source ALTER from the DBA narrowing the target: it widens either way)."""
-    logs.get("cdc_sync.sinks").warning(
+    _warn(
         "target_column_widened",
-        target_table=str(target),
-        column=column,
+        target,
+        column,
         from_type=was,
         to_type=now,
         why="the source column's type holds values the target column's type cannot",
@@ -22,10 +27,10 @@ def widened(target: TableId, column: str, was: str, now: str) -> None:
 
 def made_nullable(target: TableId, column: str) -> None:
     """Logged at WARNING: the daemon dropped a target column's NOT NULL (never values)."""
-    logs.get("cdc_sync.sinks").warning(
+    _warn(
         "target_column_made_nullable",
-        target_table=str(target),
-        column=column,
+        target,
+        column,
         why="the column is NOT NULL without a default and the source table has no such "
         "column (dropped at the source, or one only the target has): rows written from now "
         "on leave it NULL, rows already there keep their values",
@@ -36,10 +41,10 @@ def added_without_backfill(target: TableId, column: str) -> None:
     """Logged at WARNING when a column is added to a target table that has rows: they get
     NULL in it, while the source's ALTER may have given its rows a value (a DEFAULT). Neither
     a Relation message nor a binlog table map carries the default, so it is not copied."""
-    logs.get("cdc_sync.sinks").warning(
+    _warn(
         "target_column_added_without_backfill",
-        target_table=str(target),
-        column=column,
+        target,
+        column,
         why="rows already in the target table have NULL in the new column; if the source's "
         "ALTER gave its existing rows a value (ADD COLUMN ... DEFAULT, NOT NULL), they differ "
         "until each is updated",
@@ -112,10 +117,10 @@ def generated_problem(target: TableId, column: str, how: str) -> str:
 
 def identity_by_default(target: TableId, column: str) -> None:
     """Logged at WARNING: the daemon let an ALWAYS identity column take written values."""
-    logs.get("cdc_sync.sinks").warning(
+    _warn(
         "target_identity_by_default",
-        target_table=str(target),
-        column=column,
+        target,
+        column,
         why="GENERATED ALWAYS refuses the source's values (only OVERRIDING SYSTEM VALUE "
         "inserts and no updates); BY DEFAULT takes them and still numbers rows inserted "
         "without one",
