@@ -10,7 +10,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.integration.harness import Cli
 from tests.integration.routes import Route, execute, fetch, kind, norm
 
 pytestmark = pytest.mark.integration
@@ -101,36 +100,23 @@ def test_swaps_reapplied_row_by_row_after_a_refusal_keep_every_row(
     assert _rows(tgt, table) == [w for w in want if w not in refused]
 
 
-RULES_CONFIG = """
-sources:
-  src: {{type: postgres, dsn: "${{SRC_DSN}}"}}
-targets:
-  tgt: {{type: postgres, dsn: "${{TGT_DSN}}"}}
-pipelines:
-  {pipeline}:
-    source: src
-    target: tgt
-    on_error: stop
-    batch: {{max_rows: 20000, max_seconds: 0.2, flush_rows: {flush_rows}}}
-    retry: {{initial_seconds: 0.1, max_seconds: 1}}
-    tables:
-      public.swap:
-        target: public.swapped
-        columns:
-          v:
-            target: label
-            transforms: [upper, {{mask: {{keep_first: 2, keep_last: 0, char: "*"}}}}]
-          n: {{drop: true}}
-          origin: {{value: crm}}
-logging: {{level: INFO, format: json}}
-"""
+# Renamed, upper-cased and masked, one column dropped and one constant added.
+RULES = (
+    "columns: {v: {target: label, transforms: [upper, "
+    '{mask: {keep_first: 2, keep_last: 0, char: "*"}}]}, '
+    "n: {drop: true}, origin: {value: crm}}"
+)
 
 
-class _Rules(Cli):
-    def __init__(self, tmp: Path, source_dsn: str, target_dsn: str, flush_rows: int) -> None:
-        pipeline = "sw_" + source_dsn.rsplit("/", 1)[-1]
-        text = RULES_CONFIG.format(pipeline=pipeline, flush_rows=flush_rows)
-        self._configure(tmp, pipeline, text, source_dsn, target_dsn)
+def _rules_route(tmp: Path, source_dsn: str, target_dsn: str, flush_rows: int) -> Route:
+    r = Route(
+        tmp, source_dsn, target_dsn, {"public.swap": "public.swapped"},
+        pipeline="sw_" + source_dsn.rsplit("/", 1)[-1], flush_rows=flush_rows, on_error="stop",
+    )  # fmt: skip
+    text = r.config.read_text()
+    old = "{target: public.swapped}"
+    r.config.write_text(text.replace(old, "{target: public.swapped, " + RULES + "}"))
+    return r
 
 
 @pytest.mark.parametrize("flush_rows", [5000, 2])
@@ -138,7 +124,7 @@ def test_swaps_on_a_table_with_rules_keep_every_row(
     tmp_path: Path, flush_rows: int, source_dsn: str, target_dsn: str
 ) -> None:
     execute(source_dsn, *SWAP_DDL)
-    r = _Rules(tmp_path, source_dsn, target_dsn, flush_rows)
+    r = _rules_route(tmp_path, source_dsn, target_dsn, flush_rows)
     r.drain()
     execute(source_dsn, SEED)
     r.drain()
