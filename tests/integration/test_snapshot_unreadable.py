@@ -5,6 +5,7 @@ exactly as when the stream meets them; the other rows are copied."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, datetime
 from pathlib import Path
 
@@ -24,7 +25,14 @@ pytestmark = pytest.mark.integration
 GOOD = (datetime(2024, 1, 2, 3, 4, 5), date(2024, 2, 3), "ok")
 
 
+# The daemon's own clock readings (log timestamps, a letter's created_at): their digits may
+# hold "1987" by chance (…T00:13:14.198747Z), which is no leaked row value. Only this
+# century's: a leaked 1987 row value keeps its own year and is still caught.
+_NOW = re.compile(r"20\d\d-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
+
+
 def _secrets_absent(r_log: str, listed: str, got: list[dict[str, object]]) -> None:
+    r_log, listed = _NOW.sub("<now>", r_log), _NOW.sub("<now>", listed)
     for s in (CANARY, "1987-06-05", "1987"):
         assert s not in r_log and s not in listed
         assert not any(s in str(d["reason"]) for d in got)
