@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pymysql
 
-from cdc_sync.testing.pgserver import ServerTls, free_port, install_tls
+from cdc_sync.testing.pgserver import ServerTls, free_port, install_tls, log_tail
 
 # What binlog capture needs (issue #3), plus settings that make a throwaway server fast.
 SETTINGS = {
@@ -157,6 +157,26 @@ class MyServer:
     def restart(self, mode: str = "fast") -> None:
         self.stop(mode)
         self.start()
+
+    def alive(self) -> bool:
+        """Started and not exited (a crash, or a kill from outside)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def revive(self) -> str:
+        """Start a server that died on its own again, on the same port; returns the tail of
+        its error log as the crash left it. A data directory that does not start again is
+        made anew (its databases are lost: every test makes its own)."""
+        code = None if self._proc is None else self._proc.poll()
+        said = f"mariadbd exit status {code}\n" + log_tail(self.base / "server.log")
+        self._proc = None
+        try:
+            self.start()
+        except RuntimeError:
+            self.stop("immediate")
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            self.init()
+            self.start()
+        return said
 
     def connect(self, db: str | None = None, **kw: object) -> pymysql.connections.Connection:
         args: dict[str, object] = {"charset": "utf8mb4", "autocommit": True, "connect_timeout": 5}

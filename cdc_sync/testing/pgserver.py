@@ -33,6 +33,14 @@ SETTINGS = {
 }
 
 
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a server's log, or why there are none."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return f"(no log at {path}: {e.strerror})"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -173,6 +181,23 @@ class PgServer:
     def restart(self, mode: str = "fast") -> None:
         self.stop(mode)
         self.start()
+
+    def alive(self) -> bool:
+        """The postmaster of ``postmaster.pid`` runs (it restarts crashed backends itself)."""
+        try:
+            pid = int((self.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
+            # Not os.kill(pid, 0): a killed postmaster stays a zombie until init reaps it.
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError):
+            return False
+        return state not in ("Z", "X")
+
+    def revive(self) -> str:
+        """Start a server that died on its own again; returns the tail of its log."""
+        said = log_tail(self.base / "server.log")
+        self.stop("immediate")
+        self.start()
+        return said
 
     def dsn(self, dbname: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
