@@ -164,12 +164,21 @@ def audit_rows(dsn: str, pipeline: str) -> list[dict[str, Any]]:
         return out
 
 
-def wait_until(predicate: Any, timeout: float = 30, every: float = 0.1) -> None:
+def wait_until(predicate: Any, timeout: float = 30, every: float = 0.1, why: Any = None) -> None:
+    """``why``: called on a timeout; what it returns (the state seen, a log's tail) goes into
+    the failure, so that a run on another machine can be read without rerunning it."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
+            raise AssertionError("timed out waiting" + (f"\n{why()}" if why else ""))
         time.sleep(every)
+
+
+def log_tail(path: Path, lines: int = 60) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
 
 
 def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> int:

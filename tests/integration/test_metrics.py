@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.harness import Setup, kill, sql, wait_until
+from tests.integration.harness import Setup, kill, log_tail, sql, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,12 @@ def test_daemon_serves_metrics_health_and_status(
     proc = start_daemon(s)
     try:
         up = ("cdc_sync_pipeline_up", frozenset({("pipeline", p)}))
-        wait_until(lambda: scrape(base).get(up) == 1, timeout=60)
+        seen = lambda: f"metrics: {scrape(base)}\ndaemon log:\n{log_tail(s.log)}"  # noqa: E731
+        wait_until(lambda: scrape(base).get(up) == 1, timeout=60, why=seen)
+        # "up" is set before the initial copy (of the empty table): rows written before that
+        # copy's snapshot arrive through it, not as the streamed changes counted below.
+        done = ("cdc_sync_snapshot_done", frozenset({("pipeline", p), ("table", "public.t")}))
+        wait_until(lambda: scrape(base).get(done) == 1, timeout=60, why=seen)
         sql(
             source_dsn,
             "INSERT INTO t SELECT g, 'x' FROM generate_series(1, 50) g",
@@ -82,7 +87,7 @@ def test_daemon_serves_metrics_health_and_status(
             ("public.t_copy", "update"): 7,
             ("public.t_copy", "delete"): 3,
         }
-        wait_until(lambda: rows_applied(base, p) == want, timeout=60)
+        wait_until(lambda: rows_applied(base, p) == want, timeout=60, why=seen)
         metrics = scrape(base)
         lag = metrics[("cdc_sync_lag_seconds", frozenset({("pipeline", p)}))]
         assert 0 <= lag < 60
