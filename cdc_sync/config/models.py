@@ -94,6 +94,10 @@ TargetConfig = Annotated[PostgresTarget | MysqlTarget, Field(discriminator="type
 class TableConfig(TableRules):
     target: str | None = None
     apply_truncate: bool = True
+    # MySQL / MariaDB sources: a foreign key of this table with ON DELETE / ON UPDATE
+    # CASCADE, SET NULL or SET DEFAULT changes rows the binlog never shows. "stop" refuses
+    # to start (and stops when such a key is declared); "accept" replicates the table anyway.
+    fk_cascades: Literal["stop", "accept"] = "stop"
 
     @field_validator("target")
     @classmethod

@@ -17,6 +17,7 @@ from cdc_sync.records.change import (
 from cdc_sync.records.copytext import CopyText
 from cdc_sync.records.positions import BinlogPosition, PgLsn, Position
 from cdc_sync.records.schema import (
+    Backfill,
     Column,
     ColumnType,
     Kind,
@@ -28,6 +29,7 @@ from cdc_sync.records.values import UNCHANGED, Interval, JsonText, float32
 
 __all__ = [
     "UNCHANGED",
+    "Backfill",
     "BinlogPosition",
     "ChangeRecord",
     "Column",

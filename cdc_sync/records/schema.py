@@ -154,3 +154,12 @@ class TableSchema:
             if c.name == name:
                 return c
         raise KeyError(f"{self.table}: no column {name!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Backfill:
+    """The value that a column the source added holds in the rows that existed before its
+    ``ALTER`` (the ``DEFAULT`` it was added with; None: NULL): what the target's rows get
+    when the column is added there. The stream never carries it: no row changed."""
+
+    value: object

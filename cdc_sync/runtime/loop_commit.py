@@ -32,6 +32,7 @@ from cdc_sync.runtime.resnapshot import Resnapshot
 from cdc_sync.runtime.rules import PipelineRules, target_letter
 from cdc_sync.runtime.stop import StopFlag
 from cdc_sync.runtime.writer import OrderedWriter
+from cdc_sync.sinks.sql.backfill import BackfillOf
 from cdc_sync.sinks.sql.origin import OriginTag
 from cdc_sync.sinks.sql.sink import SqlSink, is_mysql
 from cdc_sync.sources.base import Source
@@ -213,14 +214,14 @@ class CommitLoop:
             _Committing(done, position, 0, 0, datetime.now(UTC), now, Counter())
         )
 
-    def _widen(self, schema: TableSchema, target: TableId) -> None:
+    def _widen(self, schema: TableSchema, target: TableId, fill: BackfillOf | None) -> None:
         """PostgreSQL: DDL inside the open target transaction (it is transactional there).
         MySQL / MariaDB commit DDL implicitly, so it may only run where that commits nothing
         half-done: never in the middle of a source transaction (invariant 1)."""
         self._flush()
         sink, conn = self.sink, self.conn
         if not is_mysql(conn):
-            self._writer.submit(lambda: sink.ensure_table(conn, schema, target))
+            self._writer.submit(lambda: sink.ensure_table(conn, schema, target, fill))
             return
         if self._tx_changes == 0:
             # Between source transactions (always so for a MySQL source, whose DDL commits on
@@ -234,7 +235,7 @@ class CommitLoop:
                 conn.commit()  # only reads can be open here
                 if tag is not None:
                     tag.ended()
-                sink.ensure_table(conn, schema, target)
+                sink.ensure_table(conn, schema, target, fill)
 
             self._writer.submit(clean_ddl)
             return
@@ -246,7 +247,7 @@ class CommitLoop:
             if not sink.ddl_would_commit(conn, schema, target):
                 return
             conn.rollback()
-            sink.ensure_table(conn, schema, target)
+            sink.ensure_table(conn, schema, target, fill)
             raise TransientError(
                 f"target table {target}: schema changed inside a source transaction; table "
                 "widened, restarting from the checkpoint"

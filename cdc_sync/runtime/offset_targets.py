@@ -15,7 +15,7 @@ from cdc_sync.config.dsn import parse_mysql_dsn
 from cdc_sync.config.models import Config, MysqlSource, PostgresSource
 from cdc_sync.errors import ConfigError, PermanentError
 from cdc_sync.records import BinlogPosition, Heartbeat, PgLsn, Position, TxBegin, TxCommit
-from cdc_sync.runtime.wiring import table_map
+from cdc_sync.runtime.wiring import accepted_cascades, table_map
 from cdc_sync.sources.mysql import admin as my_admin
 from cdc_sync.sources.mysql import oldest
 from cdc_sync.sources.mysql.catalog import ServerInfo
@@ -162,6 +162,7 @@ def capture(config: Config, pipeline: str) -> MysqlCapture:
         tables=list(table_map(config, pipeline)),
         position_mode=sc.position_mode,
         heartbeat_seconds=sc.heartbeat_seconds,
+        cascades_accepted=accepted_cascades(config, pipeline),
     )
 
 

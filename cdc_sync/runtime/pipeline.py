@@ -29,6 +29,7 @@ from cdc_sync.records import (
     UnreadableRow,
 )
 from cdc_sync.runtime import faults
+from cdc_sync.runtime.backfills import read_now
 from cdc_sync.runtime.events import EVENTS
 from cdc_sync.runtime.link import NO_CHECK
 from cdc_sync.runtime.loop_commit import Batch, CommitLoop
@@ -44,6 +45,28 @@ def log_schema(log: Any, table: TableId, schema: TableSchema, target: TableId) -
     """DEBUG: a table's target-shaped columns (names and types, never values)."""
     cols = [f"{c.name} {c.type.source_name or c.type.kind.value}" for c in schema.columns]
     log.debug("table_schema", table=str(table), target=str(target), columns=cols, key=schema.key)
+
+
+def warn_retyped(log: Any, table: TableId, old: TableSchema, new: TableSchema) -> None:
+    """WARNING per column whose type changed while streaming: the ALTER may have rewritten
+    every row's value (PostgreSQL ``USING``, a MySQL ``MODIFY`` that rounds or truncates)
+    without sending one change, and the target keeps what it had for those rows."""
+    was = {c.name: c.type for c in old.columns}
+    for c in new.columns:
+        before = was.get(c.name)
+        if before is None or before == c.type:
+            continue
+        log.warning(
+            "source_column_type_changed",
+            table=str(table),
+            column=c.name,
+            from_type=before.source_name or before.kind.value,
+            to_type=c.type.source_name or c.type.kind.value,
+            why="an ALTER that changes a column's type may rewrite the values of rows it does "
+            "not send as changes (a USING expression, rounding, truncation); the target keeps "
+            "the old values of those rows",
+            fix=f"cdc-sync verify -c <config> -p <pipeline> --table {table} --repair",
+        )
 
 
 class PipelineLoop(CommitLoop):
@@ -174,10 +197,11 @@ class PipelineLoop(CommitLoop):
         target can load them (see ``SqlSink.takes_copy_text``). Waits for the writer."""
         if self.link is not None or self.tag is not None or self.stamper is not None:
             return False
-        if not self.rules.for_schema(schema).identity:
+        tt = self.rules.for_schema(schema)
+        if not tt.identity:
             return False
         target = self.targets[table]
-        self._learn(table, schema, target)
+        self._learn(table, tt, target)
         sink, conn = self.sink, self.conn
         answer: list[bool] = []
         self._writer.submit(
@@ -255,7 +279,7 @@ class PipelineLoop(CommitLoop):
         tt = self.rules.for_schema(rec.schema)
         schema = tt.schema  # target-shaped: renamed, dropped, added, re-typed columns
         if self._schemas.get(rec.table) is not schema:
-            self._learn(rec.table, schema, target)
+            self._learn(rec.table, tt, target)
         # Counted before the skips below too: they still write an audit row.
         self._tx_changes += 1
         if rec.problem is not None:
@@ -293,13 +317,15 @@ class PipelineLoop(CommitLoop):
             # instead of being held in memory; it is committed only at its TxCommit.
             self._flush()
 
-    def _learn(self, table: TableId, schema: TableSchema, target: TableId) -> None:
-        known = self._schemas.get(table)
+    def _learn(self, table: TableId, tt: TableTransform, target: TableId) -> None:
+        known, schema = self._schemas.get(table), tt.schema
         if known is None or known != schema:
             # Schema announced mid-stream (e.g. ADD COLUMN): widen the target before any
             # row that needs the new column is written.
             log_schema(self.log, table, schema, target)
-            self._widen(schema, target)
+            if known is not None:
+                warn_retyped(self.log, table, known, schema)
+            self._widen(schema, target, read_now(self.source, table, tt, known))
         self._schemas[table] = schema
 
     def _source_refused(

@@ -30,6 +30,7 @@ from cdc_sync.errors import (
     ShutdownRequested,
     TransientError,
 )
+from cdc_sync.runtime.backfills import backfiller
 from cdc_sync.runtime.classify import classify
 from cdc_sync.runtime.cycle_check import refused
 from cdc_sync.runtime.events import EVENTS
@@ -134,7 +135,8 @@ def run_once(
                 action = "resume"
             rules = PipelineRules(config, name)
             # Target-shaped schemas (renames, drops, constants, casts): what the sink creates.
-            shaped = {t: tt.schema for t, tt in rules.compile_all(schemas).items()}
+            compiled = rules.compile_all(schemas)
+            shaped = {t: tt.schema for t, tt in compiled.items()}
             if cp is None and action == "none":
                 cp = initial_checkpoint(conn, checkpoints, source, token)
             link, tag = link_parts(config, name, conn, log)
@@ -144,7 +146,8 @@ def run_once(
             conn.commit()
             for table, schema in shaped.items():
                 log_schema(log, table, schema, targets[table])
-                sink.ensure_table(conn, schema, targets[table])
+                fill = backfiller(source, table, compiled[table])
+                sink.ensure_table(conn, schema, targets[table], fill)
             conn.commit()
             EVENTS.pipeline_started(name)
             log.info(

@@ -81,6 +81,12 @@ def target_engine(config: Config, pipeline: str, *, daemon: bool = False) -> sa.
     )
 
 
+def accepted_cascades(config: Config, pipeline: str) -> frozenset[TableId]:
+    """The source tables whose unlogged foreign-key actions are accepted (``fk_cascades``)."""
+    tables = config.pipelines[pipeline].tables
+    return frozenset(TableId.parse(t) for t, tc in tables.items() if tc.fk_cascades == "accept")
+
+
 def table_map(config: Config, pipeline: str) -> dict[TableId, TableId]:
     """Source table → target table, as configured (same name when no target is given)."""
     out = {}
@@ -122,6 +128,7 @@ def build_source(config: Config, pipeline: str) -> Source:
             signal_table=signal,
             skip_origins=frozenset(skip),
             marker_table=marker,
+            cascades_accepted=accepted_cascades(config, pipeline),
         )
     assert isinstance(sc, PostgresSource)
     # Each source kind imports its own capture (as MySQL above): start-up time only.
@@ -136,6 +143,8 @@ def build_source(config: Config, pipeline: str) -> Source:
         signal_table=signal,
         heartbeat_seconds=sc.heartbeat_seconds,
         skip_origins=skip,
+        # As `run` decides (prepare(create=...)): `check` must refuse what a start refuses.
+        may_create=may_create(config, pipeline),
     )
 
 

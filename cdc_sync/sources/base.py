@@ -6,7 +6,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from cdc_sync.records import CopyText, Position, Row, SourceEvent, TableId, TableSchema
+from cdc_sync.records import (
+    Backfill,
+    Column,
+    CopyText,
+    Position,
+    Row,
+    SourceEvent,
+    TableId,
+    TableSchema,
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,12 @@ class Source(Protocol):
         """The configured tables' schemas read from the catalog, creating nothing (no slot,
         no publication). Raises like ``prepare`` on table problems (NoKeyError,
         UnsupportedTypeError…, PermanentError listing several)."""
+        ...
+
+    def backfill(self, table: TableId, column: Column) -> Backfill | None:
+        """What the rows that existed before ``column`` was added to ``table`` hold in it,
+        read from the catalog now; None when that cannot be known (an expression default,
+        a table rewritten since)."""
         ...
 
     def fetch_rows(

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.routes import Route, column_types, execute, fetch, my_connect, norm
+from tests.integration.routes import Route, column_types, execute, fetch, kind, my_connect, norm
 
 pytestmark = pytest.mark.integration
 
@@ -295,14 +295,17 @@ def test_mysql_target_without_alter_rights_names_the_alter(
 
 @pytest.mark.parametrize("pair", ROUTES, indirect=True)
 def test_added_column_with_default_warns_and_verify_repairs(pair: Pair) -> None:
-    """The source's ALTER gives its existing rows the DEFAULT; neither pgoutput nor the
-    binlog says so, and the target's existing rows get NULL. A WARNING names table and
-    column with the fix; verify --repair makes the target equal to the source."""
+    """The source's ALTER gives its existing rows a value per row (an expression default);
+    neither pgoutput nor the binlog says so, nor can the catalog tell, and the target's
+    existing rows get NULL. A WARNING names table and column with the fix; verify --repair
+    makes the target equal to the source. (A constant default is carried over:
+    test_added_column_backfill.py.)"""
     execute(pair.src, "CREATE TABLE t (id int PRIMARY KEY, v int)",
             "INSERT INTO t VALUES (1, 1), (2, 2)")  # fmt: skip
     r = pair.route()
     r.drain()
-    execute(pair.src, "ALTER TABLE t ADD COLUMN status varchar(10) NOT NULL DEFAULT 'active'",
+    per_row = "md5(random()::text)" if kind(pair.src) == "postgres" else "(uuid())"
+    execute(pair.src, f"ALTER TABLE t ADD COLUMN status varchar(40) NOT NULL DEFAULT {per_row}",
             "INSERT INTO t VALUES (3, 3, 'new')")  # fmt: skip
     r.drain()
     assert pair.target_rows("id, status") == [(1, None), (2, None), (3, "new")]

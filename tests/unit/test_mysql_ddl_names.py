@@ -1,11 +1,11 @@
-"""Which tables a binlog DDL statement renames or drops (sources.mysql.ddl_names)."""
+"""Which tables a binlog DDL statement renames, drops or gives foreign keys (ddl_names)."""
 
 from __future__ import annotations
 
 import pytest
 
 from cdc_sync.records import TableId
-from cdc_sync.sources.mysql.ddl_names import tables_gone
+from cdc_sync.sources.mysql.ddl_names import ddl_effects, tables_gone
 
 T, A = TableId("crm", "t"), TableId("crm", "a")
 
@@ -29,3 +29,26 @@ T, A = TableId("crm", "t"), TableId("crm", "a")
 )
 def test_tables_gone(query: str, gone: list[tuple[TableId, str]]) -> None:
     assert tables_gone(query, "crm") == gone
+
+
+@pytest.mark.parametrize(
+    ("query", "effects"),
+    [
+        (
+            "ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (c) REFERENCES p (id) ON DELETE CASCADE",
+            [(T, "references")],
+        ),
+        ("alter online table `crm`.`t` add foreign key (c) references p (id)", [(T, "references")]),
+        ("CREATE TABLE IF NOT EXISTS t (c int REFERENCES p (id))", [(T, "references")]),
+        (
+            "CREATE OR REPLACE TABLE other.x (c int, FOREIGN KEY (c) REFERENCES p (id))",
+            [(TableId("other", "x"), "references")],
+        ),
+        ("ALTER TABLE t ADD COLUMN references_count int", []),  # a word, not the keyword
+        ("ALTER TABLE t DROP FOREIGN KEY fk", []),
+        ("ALTER TABLE t RENAME TO t2", [(T, "renamed")]),
+        ("CREATE TABLE t (id int)", []),
+    ],
+)
+def test_ddl_effects(query: str, effects: list[tuple[TableId, str]]) -> None:
+    assert ddl_effects(query, "crm") == effects

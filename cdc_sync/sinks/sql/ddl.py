@@ -6,11 +6,22 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+import psycopg
 import sqlalchemy as sa
 
 from cdc_sync.errors import PermanentError
-from cdc_sync.records import Column, ColumnType, Kind, PgTypeName, TableId, TableSchema
+from cdc_sync.records import (
+    Backfill,
+    Column,
+    ColumnType,
+    Kind,
+    PgTypeName,
+    TableId,
+    TableSchema,
+)
+from cdc_sync.sinks.sql.backfill import BackfillOf, pg_literal
 from cdc_sync.sinks.sql.ddl_notes import (
+    RETYPED,
     added_without_backfill,
     generated_problem,
     identity_by_default,
@@ -24,6 +35,7 @@ from cdc_sync.sinks.sql.ddl_notes import (
     widened,
 )
 from cdc_sync.sinks.sql.types import TypeMapper, as_text, enum_type_id, quote_ident
+from cdc_sync.state.driver import psycopg_connection
 
 _SCHEMA = sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s")
 # needs_value: a row written without a value for the column is refused (NOT NULL, and no
@@ -168,7 +180,13 @@ class TableMaker:
         self.types = types
         self.create_tables = create_tables
 
-    def ensure(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
+    def ensure(
+        self,
+        conn: sa.Connection,
+        schema: TableSchema,
+        target: TableId,
+        backfill: BackfillOf | None = None,
+    ) -> None:
         qualified = _qualified(target)
         # First: PostgreSQL 15's to_regclass fails on a schema that does not exist.
         if conn.execute(_SCHEMA, {"s": target.schema}).first() is None:
@@ -196,7 +214,7 @@ class TableMaker:
         for col in schema.columns:
             have = existing.get(col.name)
             if have is None:
-                self._add_column(conn, col, target)
+                self._add_column(conn, col, target, backfill(col.name) if backfill else None)
                 continue
             if have.generated:
                 raise PermanentError(generated_problem(target, col.name, "GENERATED … STORED"))
@@ -274,18 +292,35 @@ class TableMaker:
         )
         table.create(conn)
 
-    def _add_column(self, conn: sa.Connection, col: Column, target: TableId) -> None:
+    def _add_column(
+        self, conn: sa.Connection, col: Column, target: TableId, fill: Backfill | None
+    ) -> None:
         # Added as nullable even when the source column is NOT NULL: the target's existing
-        # rows have no value for it (the source filled them with a default we never saw).
+        # rows may have no value for it (when the source's default is unknown).
         spec = self.types.column_type(col.type, target, col.name).compile(dialect=conn.dialect)
         qualified = _qualified(target)
-        self._ddl(
-            conn,
-            target,
-            f"ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS {quote_ident(col.name)} {spec}",
-            f"the source table has a column {col.name!r} the target table lacks",
-        )
-        if conn.exec_driver_sql(f"SELECT EXISTS (SELECT FROM {qualified})").scalar():
+        name = quote_ident(col.name)
+        literal = None if fill is None or fill.value is None else pg_literal(conn, col, fill.value)
+        # A constant DEFAULT gives the rows already there the source's value without
+        # rewriting the table. Kept: the stream may still send inserts from before the ALTER
+        # (the daemon was stopped), without the column, and the source gave those rows the
+        # default too; rows written later carry their own values.
+        add = f"ALTER TABLE {qualified} ADD COLUMN IF NOT EXISTS {name} {spec}"
+        why = f"the source table has a column {col.name!r} the target table lacks"
+        if literal is not None:
+            raw = psycopg_connection(conn)
+            try:
+                # A literal the column refuses (or no privilege: _ddl below says so): the
+                # column is added without it. On the driver: a '%' in it is no placeholder.
+                with conn.begin_nested():
+                    assert raw is not None  # pg_literal found it
+                    raw.execute(f"{add} DEFAULT {literal}".encode())
+            except (sa.exc.DBAPIError, psycopg.Error):
+                literal = None
+        if literal is None:
+            self._ddl(conn, target, add, why)
+        unknown = fill is None or (fill.value is not None and literal is None)
+        if unknown and conn.exec_driver_sql(f"SELECT EXISTS (SELECT FROM {qualified})").scalar():
             added_without_backfill(target, col.name)
 
     def _check_type(
@@ -319,7 +354,7 @@ class TableMaker:
         raise PermanentError(
             f"target table {target}: column {col.name!r} has type {have.spelled}, but the "
             f"source column is {col.type.source_name or base}; alter the target column or "
-            "map the table to another target"
+            f"map the table to another target{RETYPED}"
         )
 
     def _alter_type(self, conn: sa.Connection, col: Column, target: TableId, was: str) -> None:

@@ -12,6 +12,15 @@ def _warn(event: str, target: TableId, column: str, **fields: str) -> None:
     logs.get("cdc_sync.sinks").warning(event, target_table=str(target), column=column, **fields)
 
 
+# A source ALTER that changes a column's type may rewrite every row's value without sending
+# one change: after the type is settled, only a compare with the source finds those rows.
+RETYPED_FIX = "cdc-sync verify -c <config> -p <pipeline> --table <source table> --repair"
+RETYPED = (
+    "; if a source ALTER changed the column's type, it may also have rewritten values it never "
+    f"sent (a USING expression, rounding): after the fix, run {RETYPED_FIX}"
+)
+
+
 def widened(target: TableId, column: str, was: str, now: str) -> None:
     """Logged at WARNING: a DBA must see the daemon alter a target column (at a start it
     cannot tell a source ALTER from the DBA narrowing the target: it widens either way)."""
@@ -21,7 +30,10 @@ def widened(target: TableId, column: str, was: str, now: str) -> None:
         column,
         from_type=was,
         to_type=now,
-        why="the source column's type holds values the target column's type cannot",
+        why="the source column's type holds values the target column's type cannot; a source "
+        "ALTER that changed it may also have rewritten values it never sent (a USING "
+        "expression, rounding)",
+        fix=RETYPED_FIX,
     )
 
 

@@ -15,7 +15,9 @@ from sqlalchemy.schema import CreateTable
 from cdc_sync import logs
 from cdc_sync.errors import PermanentError
 from cdc_sync.records import Column, Kind, TableId, TableSchema
+from cdc_sync.sinks.sql.backfill import BackfillOf, my_literal
 from cdc_sync.sinks.sql.ddl_notes import (
+    RETYPED,
     added_without_backfill,
     generated_problem,
     made_nullable,
@@ -200,9 +202,15 @@ class MySqlTableMaker:
             self._collation = exact_collation(conn)
         return self._collation
 
-    def ensure(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
+    def ensure(
+        self,
+        conn: sa.Connection,
+        schema: TableSchema,
+        target: TableId,
+        backfill: BackfillOf | None = None,
+    ) -> None:
         was_open = conn.in_transaction()
-        p = self._plan(conn, schema, target)
+        p = self._plan(conn, schema, target, backfill)
         for column, have, source in p.padded:
             logs.get("cdc_sync.sinks").warning(
                 "target_column_pads_binary",
@@ -254,7 +262,13 @@ class MySqlTableMaker:
         """The DDL statements ``target`` needs ([] when none); PermanentError on conflicts."""
         return self._plan(conn, schema, target).ddl
 
-    def _plan(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> _Plan:
+    def _plan(
+        self,
+        conn: sa.Connection,
+        schema: TableSchema,
+        target: TableId,
+        backfill: BackfillOf | None = None,
+    ) -> _Plan:
         """``plan``'s statements, and what they change (logged once the DDL has run)."""
         where = {"s": target.schema, "t": target.name}
         existing = {str(r[0]): _existing(tuple(r[1:])) for r in conn.execute(_COLUMNS, where)}
@@ -283,10 +297,16 @@ class MySqlTableMaker:
                 continue  # an ENUM / SET with every source label already
             spec = self._spec(col, target, keys.get(col.name))
             if have is None:
-                # Nullable even when the source column is NOT NULL: existing target rows have
-                # no value for it (the source filled them with a default we never saw).
-                alter.append(f"ADD COLUMN {_ident(col.name)} {spec} NULL")
-                p.added.append(col.name)
+                # Nullable even when the source column is NOT NULL: existing target rows may
+                # have no value for it (when the source's default is unknown). A known one
+                # is its DEFAULT (kept: inserts from before the ALTER may still come).
+                fill = backfill(col.name) if backfill else None
+                value = None if fill is None else fill.value
+                literal = None if value is None else my_literal(conn, col, value)
+                default = "" if literal is None else f" DEFAULT {literal}"
+                alter.append(f"ADD COLUMN {_ident(col.name)} {spec} NULL{default}")
+                if literal is None and (fill is None or value is not None):
+                    p.added.append(col.name)
             elif (change := self._reconcile(col, have, spec, target)) is not None:
                 alter.append(change)
                 p.widening.append((col.name, have.column_type, spec))
@@ -394,7 +414,7 @@ class MySqlTableMaker:
         raise PermanentError(
             f"target table {target}: column {col.name!r} has type {have.column_type}, but the "
             f"source column is {col.type.source_name or col.type.kind.value} (needs {spec}); "
-            "alter the target column or map the table to another target"
+            f"alter the target column or map the table to another target{RETYPED}"
         )
 
     def _check_key(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:

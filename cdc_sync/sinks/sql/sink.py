@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from cdc_sync.errors import CdcSyncError, PermanentError, RowLevelError
 from cdc_sync.records import ChangeRecord, CopyText, TableId, TableSchema
 from cdc_sync.sinks.sql import pg_copytext
+from cdc_sync.sinks.sql.backfill import BackfillOf
 from cdc_sync.sinks.sql.ddl import TableMaker
 from cdc_sync.sinks.sql.errors import TargetRowError, classify_db_error, pg_too_long_limit
 from cdc_sync.sinks.sql.mysql import MySqlWriter
@@ -120,17 +121,24 @@ class SqlSink:
         self._ledger = Ledger()
         self._ledger_tx: weakref.ref[sa.RootTransaction] | None = None
 
-    def ensure_table(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> None:
+    def ensure_table(
+        self,
+        conn: sa.Connection,
+        schema: TableSchema,
+        target: TableId,
+        backfill: BackfillOf | None = None,
+    ) -> None:
         """Create ``target`` like the source table (columns, types, NOT NULL, primary key =
         ``schema.key``), or add the source columns it lacks. A type that cannot be reconciled,
         a missing key index, or a missing table with ``create_tables`` off is a
-        PermanentError naming table and column."""
+        PermanentError naming table and column. ``backfill(column)``: the value the rows
+        already there get in an added column (None: unknown, they get NULL and a WARNING)."""
         try:
             if is_mysql(conn):
-                MySqlTableMaker(self.create_tables).ensure(conn, schema, target)
+                MySqlTableMaker(self.create_tables).ensure(conn, schema, target, backfill)
             else:
                 TableMaker(mapper_for(conn.dialect.name), self.create_tables).ensure(
-                    conn, schema, target
+                    conn, schema, target, backfill
                 )
         except CdcSyncError:
             raise

@@ -234,8 +234,42 @@ def problems(
 ) -> list[str]:
     """Every unmet prerequisite, each with its exact fix."""
     out = settings_problems(conn, info, server_id, mode)
+    out += filter_problems(conn, tables)
     out += _grant_problems(conn, info)
     out += _select_problems(conn, tables)
+    return out
+
+
+def filter_problems(conn: Any, tables: Sequence[TableId]) -> list[str]:
+    """Configured tables whose database the server's binlog_do_db / binlog_ignore_db keep out
+    of the binlog (with row logging they filter by the changed table's database): their
+    changes would never be read, without any error."""
+    try:
+        row = _master_status(conn)
+    except pymysql.err.MySQLError as e:
+        if error_code(e) in _NO_PRIVILEGE:
+            return []  # the missing BINLOG MONITOR / REPLICATION CLIENT is reported itself
+        raise
+    if row is None or len(row) < 4:
+        return []
+    do = [d for d in str(row[2] or "").split(",") if d]
+    ignore = {d for d in str(row[3] or "").split(",") if d}
+    out = []
+    for schema in sorted({t.schema for t in tables}):
+        names = ", ".join(str(t) for t in tables if t.schema == schema)
+        if schema in ignore:
+            out.append(
+                f"the source server's binlog_ignore_db leaves database {schema!r} out of the "
+                f"binlog: changes to {names} are never written there; fix: remove "
+                f"binlog_ignore_db = {schema} from my.cnf and restart the server"
+            )
+        elif do and schema not in do:
+            out.append(
+                f"the source server's binlog_do_db ({', '.join(do)}) leaves database "
+                f"{schema!r} out of the binlog: changes to {names} are never written there; "
+                f"fix: add binlog_do_db = {schema} to my.cnf (or remove every binlog_do_db "
+                "line) and restart the server"
+            )
     return out
 
 

@@ -121,6 +121,26 @@ def json_columns(conn: Any, table: TableId) -> set[str]:
     return out
 
 
+# MariaDB's system-versioned tables keep history rows in the table itself: the binlog logs a
+# DELETE as an UPDATE of the hidden row_end, and every UPDATE also inserts the old version.
+# Replicated as rows, the target would keep deleted customers and their history.
+_VERSIONED = (
+    "table {table} is system-versioned (WITH SYSTEM VERSIONING): its binlog holds history rows "
+    "and logs a DELETE as an update of row_end, so its deleted rows would stay in the target; "
+    "cdc-sync does not replicate such tables: leave it out of the config"
+)
+
+
+def _versioned(conn: Any, table: TableId) -> bool:
+    rows = query(
+        conn,
+        "SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+        "AND TABLE_NAME = %s",
+        (table.schema, table.name),
+    )
+    return bool(rows) and str(rows[0][0]).upper() == "SYSTEM VERSIONED"
+
+
 def read_schemas(
     conn: Any, tables: Sequence[TableId], mariadb: bool
 ) -> tuple[dict[TableId, TableSchema], list[CdcSyncError]]:
@@ -142,6 +162,9 @@ def read_schemas(
             cols = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
         if not cols:
             errors.append(PermanentError(f"table {table} does not exist on the source"))
+            continue
+        if mariadb and _versioned(conn, table):
+            errors.append(PermanentError(_VERSIONED.format(table=table)))
             continue
         key = [
             str(r[0])

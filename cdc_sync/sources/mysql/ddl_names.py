@@ -1,4 +1,4 @@
-"""Tables a DDL statement of the binlog renames or drops (RENAME TABLE, ALTER … RENAME, DROP)."""
+"""Tables a DDL statement of the binlog renames, drops or gives foreign keys (ALTER, CREATE)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ _PAIR = re.compile(rf"(?P<old>{_TABLE})\s+to\s+{_TABLE}", re.IGNORECASE)
 _ALTER_RENAME = re.compile(
     rf"^\s*alter\s+(?:online\s+|ignore\s+)*table\s+(?:if\s+exists\s+)?(?P<old>{_TABLE})\s.*?"
     rf"\brename\s+(?:to\s+|as\s+)?(?!column\b|index\b|key\b|constraint\b){_TABLE}",
+    re.IGNORECASE | re.DOTALL,
+)
+_KEYED = re.compile(
+    rf"^\s*(?:alter\s+(?:online\s+|ignore\s+)*table\s+(?:if\s+exists\s+)?|create\s+"
+    rf"(?:or\s+replace\s+)?table\s+(?:if\s+not\s+exists\s+)?)(?P<name>{_TABLE})"
+    r".*\breferences\b",
     re.IGNORECASE | re.DOTALL,
 )
 _DROP = re.compile(
@@ -42,3 +48,13 @@ def tables_gone(query: str, default_schema: str) -> list[tuple[TableId, str]]:
         names = re.finditer(_TABLE, m.group("names"))
         return [(_table(n.group(0), default_schema), "dropped") for n in names]
     return []
+
+
+def ddl_effects(query: str, default_schema: str) -> list[tuple[TableId, str]]:
+    """:func:`tables_gone`, plus (table, "references") for an ALTER or CREATE TABLE that
+    declares a foreign key (its referential actions are for the caller to read)."""
+    gone = tables_gone(query, default_schema)
+    if gone:
+        return gone
+    m = _KEYED.match(_COMMENTS.sub(" ", query))
+    return [] if m is None else [(_table(m.group("name"), default_schema), "references")]

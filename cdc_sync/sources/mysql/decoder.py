@@ -24,7 +24,7 @@ from cdc_sync.records import (
     TxCommit,
 )
 from cdc_sync.sources.mysql import xa
-from cdc_sync.sources.mysql.ddl_names import tables_gone
+from cdc_sync.sources.mysql.ddl_names import ddl_effects
 from cdc_sync.sources.mysql.events import (
     DeleteRows,
     MariaGtid,
@@ -90,9 +90,10 @@ class BinlogDecoder:
     ) -> None:
         self._tables = frozenset(tables)  # the tables whose rows are emitted
         self._config = (tables, json_columns, marker, skip_origins, tinyint1_columns)
-        # Called when a DDL statement renames or drops one of them (the source decides
-        # whether that stops the pipeline: the table may exist again by now).
-        self.on_table_gone: Callable[[TableId, str, Position], None] | None = None
+        # Called when a DDL statement renames or drops one of them, or declares a foreign
+        # key on it (the source decides whether that stops the pipeline: the table may
+        # exist again by now, the key's actions may be logged ones).
+        self.on_ddl: Callable[[TableId, str, Position], None] | None = None
         self._marker, self._skip_origins = marker, skip_origins
         self._mapped = (self._tables | {marker}) if marker else self._tables
         self.file, self.pos = start.file, start.pos
@@ -239,11 +240,11 @@ class BinlogDecoder:
         m = _TRUNCATE.match(query)
         if m and not tx.skip:
             out += self._truncate(schema, m, tx)
-        elif self.on_table_gone is not None and q.startswith(("RENAME", "ALTER", "DROP")):
+        elif self.on_ddl is not None and q.startswith(("RENAME", "ALTER", "DROP", "CREATE")):
             default = schema.decode() if isinstance(schema, bytes) else str(schema)
-            for table, what in tables_gone(query, default):
+            for table, what in ddl_effects(query, default):
                 if table in self._tables:
-                    self.on_table_gone(table, what, self.position())
+                    self.on_ddl(table, what, self.position())
         return out + self._commit()
 
     def _truncate(self, schema_raw: Any, m: re.Match[str], tx: _Tx) -> list[SourceEvent]:

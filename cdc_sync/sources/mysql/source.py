@@ -10,10 +10,22 @@ import pymysql
 
 from cdc_sync.config.dsn import MysqlDsn
 from cdc_sync.errors import CdcSyncError, PermanentError
-from cdc_sync.records import BinlogPosition, Position, Row, SourceEvent, TableId, TableSchema
+from cdc_sync.records import (
+    Backfill,
+    BinlogPosition,
+    Column,
+    Position,
+    Row,
+    SourceEvent,
+    TableId,
+    TableSchema,
+)
 from cdc_sync.sources.base import SourceHealth
 from cdc_sync.sources.mysql import admin, catalog, fetch, health, snapshot, xa
+from cdc_sync.sources.mysql.backfill import backfill as my_backfill
+from cdc_sync.sources.mysql.cascades import cascades
 from cdc_sync.sources.mysql.conn import connect as connect_mysql
+from cdc_sync.sources.mysql.ddl_watch import DdlWatch
 from cdc_sync.sources.mysql.decoder import BinlogDecoder
 from cdc_sync.sources.mysql.errors import RESNAPSHOT_HINT, classify
 from cdc_sync.sources.mysql.gtids import GtidState, MariaGtidState, MysqlGtidState
@@ -55,6 +67,7 @@ class MysqlCapture:
         signal_table: TableId | None = None,
         skip_origins: frozenset[str] = frozenset(),
         marker_table: TableId | None = None,
+        cascades_accepted: frozenset[TableId] = frozenset(),
     ) -> None:
         self._dsn, self._server_id, self._tables = dsn, server_id, list(dict.fromkeys(tables))
         self._mode, self._heartbeat = position_mode, heartbeat_seconds
@@ -72,6 +85,8 @@ class MysqlCapture:
         if marker_table is not None and marker_table in self._captured:
             raise PermanentError(f"the origin marker table {marker_table} is also captured")
         self._marker, self._skip_origins = marker_table, frozenset(skip_origins)
+        # Tables whose foreign keys may cascade unlogged (`fk_cascades: accept`).
+        self._accepted = cascades_accepted
         self._conn: Any = None
         self._reader: Any = None
         self._info: catalog.ServerInfo | None = None
@@ -128,9 +143,13 @@ class MysqlCapture:
             hidden = set(admin.unreadable(conn, tables))
             readable = [t for t in tables if t not in hidden]
             _, errors = catalog.read_schemas(conn, readable, info.mariadb)
+            out += self._cascade_problems(conn, [t for t in readable if t in self._tables])
         except pymysql.err.MySQLError as e:
             raise classify(e, "cannot check the source server") from e
         return out + [str(e) for e in errors]
+
+    def _cascade_problems(self, conn: Any, tables: Sequence[TableId]) -> list[str]:
+        return [c.problem() for c in cascades(conn, tables) if c.table not in self._accepted]
 
     def prepare(self, create: bool) -> Mapping[TableId, TableSchema]:
         """Validate the configured tables; ``create``: create the signal table if missing."""
@@ -147,6 +166,8 @@ class MysqlCapture:
                 else:
                     unready += _signal_missing(self._signal)
             schemas, errors = catalog.read_schemas(conn, tables, info.mariadb)
+            unready += admin.filter_problems(conn, tables)
+            unready += self._cascade_problems(conn, self._tables)
         except pymysql.err.MySQLError as e:
             raise classify(e, "cannot read the source tables") from e
         if unready:
@@ -164,32 +185,18 @@ class MysqlCapture:
         # Callers compile rules for what we return: the signal table is not theirs.
         return {t: s for t, s in schemas.items() if t != self._signal}
 
-    def _table_gone(self, table: TableId, what: str, at: Position) -> None:
-        """A configured table was renamed or dropped: its rows would no longer be read
-        under the configured name. Unless a table of that name exists again by now (a
-        re-created table, an online schema change's swap), stop and say so."""
-        try:
-            found = catalog.query(
-                self._catalog(),
-                "SELECT 1 FROM information_schema.tables WHERE table_schema = %s "
-                "AND table_name = %s",
-                (table.schema, table.name),
-            )
-        except pymysql.MySQLError as e:
-            raise classify(e, "cannot read the source catalog") from e
-        if not found:
-            raise PermanentError(
-                f"configured table {table} was {what} at the source (at {at.to_text()}) and "
-                "no table of that name exists now: cdc-sync stops rather than miss its rows. "
-                "Renamed: put the new name in the config (same target table) and start again "
-                "(with snapshot: initial its rows are copied first); dropped on purpose: remove it "
-                "from the config"
-            )
-
     def tables_unstreamed(self) -> frozenset[TableId]:
         # The binlog holds every table's changes whatever the config said when they were
         # written: a newly configured table's changes since the checkpoint are all there.
         return frozenset()
+
+    def backfill(self, table: TableId, column: Column) -> Backfill | None:
+        if not self._server().mariadb:
+            return None  # MySQL 8 spells string defaults unquoted: not told from expressions
+        try:
+            return my_backfill(self._catalog(), table, column)
+        except pymysql.MySQLError as e:
+            raise classify(e, "cannot read the source catalog") from e
 
     def table_schemas(self) -> Mapping[TableId, TableSchema]:
         """The configured tables' schemas from information_schema, without the settings checks."""
@@ -319,7 +326,7 @@ class MysqlCapture:
             tinyint1_columns=self._tinyint1_columns,
         )  # fmt: skip
         decoder.known_schemas(self._schemas)
-        decoder.on_table_gone = self._table_gone
+        decoder.on_ddl = DdlWatch(self._catalog, self._accepted)
         self.close_stream()
         # The marker table's events pass the library's table filter too (never emitted).
         read = [*self._captured, self._marker] if self._marker else self._captured

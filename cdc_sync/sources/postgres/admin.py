@@ -10,6 +10,7 @@ from psycopg import sql
 
 from cdc_sync.errors import PrerequisiteError
 from cdc_sync.records import TableId
+from cdc_sync.sources.postgres import pubopts
 from cdc_sync.sources.postgres.catalog import qualified, quote_ident
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -96,27 +97,32 @@ def ensure_publication(conn: Conn, publication: str, tables: Sequence[TableId]) 
     configured, or dropped and created again, which took it out of the publication).
 
     Made with publish_via_partition_root, so that a partitioned table's changes arrive
-    under its own name (one pipeline entry for all its partitions, present and future)."""
+    under its own name (one pipeline entry for all its partitions, present and future).
+    An existing one is also made to publish every operation and to drop any row filter or
+    column list on the tables: pgoutput would withhold those changes without a word."""
     if _via_root_missing(conn, publication, tables):
         # First: with it off, pg_publication_tables lists partitions, not the table.
         conn.execute(sql.SQL("ALTER PUBLICATION {} SET (" + _VIA_ROOT + ")").format(
             sql.Identifier(publication)))  # fmt: skip
     current = published_tables(conn, publication)
-    if current == set(tables):
-        return set()
     if current is None:
+        # Publishes every operation (the default) and no row filter or column list.
         conn.execute(
             sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (" + _VIA_ROOT + ")").format(
                 sql.Identifier(publication), _table_list(tables)
             )
         )
-    else:
+        return set()
+    if pubopts.unpublished_operations(conn, publication):
+        pubopts.publish_all(conn, publication)
+    if current != set(tables) or pubopts.filtered_tables(conn, publication, tables):
+        # SET TABLE replaces the list, and with it any row filter or column list on a table.
         conn.execute(
             sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(
                 sql.Identifier(publication), _table_list(tables)
             )
         )
-    return set() if current is None else set(tables) - current
+    return set(tables) - current
 
 
 def unpublished(conn: Conn, publication: str, tables: Sequence[TableId]) -> list[TableId]:
@@ -212,33 +218,56 @@ def problems(
 def _publication_problems(
     conn: Conn, publication: str, tables: Sequence[TableId], may_create: bool, superuser: bool
 ) -> list[str]:
-    current = published_tables(conn, publication)
-    via_root = current is not None and _via_root_missing(conn, publication, tables)
-    if current == set(tables) and not via_root:
+    found = _misalignments(conn, publication, tables)
+    if not found:
         return []
-    fix = _fix_publication_sql(publication, tables, current is not None, via_root)
     if not may_create:
-        state = "does not exist" if current is None else (
-            "sends partitioned tables' changes under their partitions' names" if via_root
-            else "publishes other tables")  # fmt: skip
-        return [f"publication {publication!r} {state} and changing it is not allowed; "
-                f"fix: {fix}"]  # fmt: skip
+        return [f"publication {publication!r} {what} and changing it is not allowed; "
+                f"fix: {fix}" for what, fix in found]  # fmt: skip
     if superuser:
         return []
-    # Creating / altering a publication FOR TABLE needs ownership of every table.
+    # Creating / altering a publication FOR TABLE needs ownership of every table, and
+    # altering one ownership of the publication itself.
     rows = conn.execute(
         "SELECT n.nspname || '.' || c.relname FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "JOIN unnest(%s::text[], %s::text[]) AS x(s, t) ON n.nspname = x.s AND c.relname = x.t "
-        "WHERE c.relkind IN ('r', 'p') AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1",
-        ([t.schema for t in tables], [t.name for t in tables]),
+        "WHERE c.relkind IN ('r', 'p') AND NOT pg_has_role(c.relowner, 'USAGE') "
+        "UNION ALL SELECT 'publication ' || pubname FROM pg_publication "
+        "WHERE pubname = %s AND NOT pg_has_role(pubowner, 'USAGE') ORDER BY 1",
+        ([t.schema for t in tables], [t.name for t in tables], publication),
     ).fetchall()
     not_owned = [str(r[0]) for r in rows]
     if not_owned:
+        fix = " ".join(dict.fromkeys(f for _, f in found))  # one SET TABLE may fix several
         return [f"publication {publication!r} must be created or changed by the owner of "
                 f"every table (not owned: {', '.join(not_owned)}); "
                 f"fix (as a superuser or owner): {fix}"]  # fmt: skip
     return []
+
+
+def _misalignments(
+    conn: Conn, publication: str, tables: Sequence[TableId]
+) -> list[tuple[str, str]]:
+    """What keeps the publication from sending every change of exactly ``tables``, one
+    (what is wrong, the SQL that fixes it) per problem; ``ensure_publication`` fixes each."""
+    current = published_tables(conn, publication)
+    if current is None:
+        return [("does not exist", _fix_publication_sql(publication, tables, False, False))]
+    out: list[tuple[str, str]] = []
+    via_root = _via_root_missing(conn, publication, tables)
+    if current != set(tables) or via_root:
+        state = ("sends partitioned tables' changes under their partitions' names" if via_root
+                 else "publishes other tables")  # fmt: skip
+        out.append((state, _fix_publication_sql(publication, tables, True, via_root)))
+    ops = pubopts.unpublished_operations(conn, publication)
+    if ops:
+        out.append((f"does not publish {', '.join(ops)}", pubopts.publish_all_sql(publication)))
+    set_table = _fix_publication_sql(publication, tables, True, False)
+    # Named, never shown: a row filter's text may hold personal data.
+    out += [(f"has a {kind} on {table}", set_table)
+            for table, kind in pubopts.filtered_tables(conn, publication, tables)]  # fmt: skip
+    return out
 
 
 # -- the signal table (DBLog watermarks) and slots with an exported snapshot ----------------

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import psycopg
 
+from cdc_sync import logs
 from cdc_sync.errors import CdcSyncError, NoKeyError, PermanentError, UnsupportedTypeError
 from cdc_sync.records import Column, TableId, TableSchema
 from cdc_sync.sources.postgres.types import PgType, TypeResolver
@@ -251,3 +252,32 @@ def _nested_partitions(
         for s, t, us, un in rows
         if (up := TableId(str(us), str(un))) in configured
     ]
+
+
+_GENERATED_SQL = """
+SELECT x.s, x.t, a.attname
+FROM unnest(%s::text[], %s::text[]) AS x(s, t)
+JOIN pg_namespace n ON n.nspname = x.s
+JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = x.t
+JOIN pg_attribute a ON a.attrelid = c.oid
+WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
+ORDER BY 1, 2, a.attnum
+"""
+
+
+def warn_generated(conn: psycopg.Connection[tuple[object, ...]], tables: Sequence[TableId]) -> None:
+    """WARNING per generated column of a configured table: pgoutput (PostgreSQL 15) never
+    sends them, so the target table has no such column unless the DBA makes one there."""
+    rows = conn.execute(
+        _GENERATED_SQL, ([t.schema for t in tables], [t.name for t in tables])
+    ).fetchall()
+    for schema, table, column in rows:
+        logs.get("cdc_sync.sources").warning(
+            "source_generated_column_not_sent",
+            table=f"{schema}.{table}",
+            column=str(column),
+            why="PostgreSQL's logical replication does not send generated columns: the "
+            "target table gets no such column, and nothing fills one made there by hand",
+            fix="create it in the target table as a generated column with the same "
+            "expression (GENERATED ALWAYS AS (...) STORED), if the target needs it",
+        )

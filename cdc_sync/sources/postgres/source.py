@@ -10,6 +10,8 @@ import psycopg
 
 from cdc_sync.errors import PermanentError, PrerequisiteError, TransientError
 from cdc_sync.records import (
+    Backfill,
+    Column,
     Heartbeat,
     Idle,
     PgLsn,
@@ -20,8 +22,9 @@ from cdc_sync.records import (
     TableSchema,
 )
 from cdc_sync.sources.base import SourceHealth
-from cdc_sync.sources.postgres import admin, fetch, health, snapshot
-from cdc_sync.sources.postgres.catalog import lookup_type, read_schemas
+from cdc_sync.sources.postgres import admin, fetch, health, pubopts, snapshot
+from cdc_sync.sources.postgres.backfill import backfill as pg_backfill
+from cdc_sync.sources.postgres.catalog import lookup_type, read_schemas, warn_generated
 from cdc_sync.sources.postgres.decoder import PgOutputDecoder
 from cdc_sync.sources.postgres.liveness import WatchedConnection
 from cdc_sync.sources.postgres.stream import (
@@ -154,6 +157,7 @@ class PostgresSource:
                 admin.create_signal_table(conn, self._signal)  # IF NOT EXISTS
             captured = self._captured(conn)
             schemas, table_errors = read_schemas(conn, captured, self._resolver)
+            warn_generated(conn, self._tables)
             problems = [str(e) for e in table_errors]
             problems += admin.problems(conn, self._slot, self._publication, captured, create)
             if self._signal is not None:
@@ -161,7 +165,10 @@ class PostgresSource:
             problems += self._encoding_problem(conn)
             if not problems and create:
                 # Publication before slot: see admin.ensure_slot.
+                narrowed = pubopts.withheld(conn, self._publication, captured)
                 added = admin.ensure_publication(conn, self._publication, captured)
+                if narrowed is not None:
+                    pubopts.realigned(self._publication, narrowed[0])
                 self._unstreamed = frozenset(added & set(self._tables))
                 admin.ensure_slot(conn, self._slot)
         except psycopg.Error as e:
@@ -178,6 +185,12 @@ class PostgresSource:
 
     def tables_unstreamed(self) -> frozenset[TableId]:
         return self._unstreamed
+
+    def backfill(self, table: TableId, column: Column) -> Backfill | None:
+        try:
+            return pg_backfill(self._catalog(), table, column)
+        except psycopg.Error as e:
+            raise classify(e, "cannot read the source catalog") from e
 
     def table_schemas(self) -> Mapping[TableId, TableSchema]:
         """The configured tables' schemas from the catalog; creates no slot or publication."""
@@ -312,8 +325,16 @@ class PostgresSource:
         self._next_publication_check = now + PUBLICATION_CHECK_SECONDS
         try:
             gone = admin.unpublished(self._catalog(), self._publication, self._tables)
+            narrowed = pubopts.withheld(self._catalog(), self._publication, self._tables)
         except psycopg.Error as e:
             raise classify(e, "cannot read the publication's tables") from e
+        if narrowed is not None:
+            raise PermanentError(
+                f"publication {self._publication!r} was changed while the pipeline streamed: "
+                f"it now {narrowed[0]}, so the changes it withheld since then are lost to the "
+                f"stream; fix: {narrowed[1]} (or start the daemon again, which does so when it "
+                "may change the publication), then run cdc-sync verify --repair"
+            )
         if gone:
             names = ", ".join(str(t) for t in gone)
             raise TransientError(
