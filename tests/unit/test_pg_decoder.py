@@ -240,3 +240,48 @@ def test_origin_type_and_message_are_parsed_and_ignored() -> None:
         d.decode(b"M\1" + struct.pack(">Q", 7) + cstr("pfx") + struct.pack(">I", 2) + b"hi", 3)
         == ()
     )
+
+
+def test_an_enum_label_added_since_the_relation_is_read_from_the_catalog() -> None:
+    """``ALTER TYPE … ADD VALUE`` sends no message: the first row with the new label makes
+    the decoder read the enum again (through an array and a domain too), so the record's
+    schema carries the label. A label the catalog still lacks passes, after one lookup."""
+    from cdc_sync.sources.postgres.types import PgType  # noqa: PLC0415
+
+    labels = ["a", "b"]
+    lookups: list[int] = []
+
+    def lookup(oid: int) -> PgType | None:
+        lookups.append(oid)
+        return {
+            5000: PgType(5000, "public", "mood", "e", enum_labels=tuple(labels)),
+            5001: PgType(5001, "public", "_mood", "b", elem=5000),
+            5002: PgType(5002, "public", "mood_d", "d", base=5000),
+        }.get(oid)
+
+    d = PgOutputDecoder(TypeResolver(lookup))
+    cols = [(True, "id", 23, -1), (False, "m", 5000, -1), (False, "ms", 5001, -1),
+            (False, "md", 5002, -1)]  # fmt: skip
+    d.decode(relation(1, T, cols), 1)
+    d.decode(begin(10), 10)
+    rec = _one(d, b"I\0\0\0\x01N" + tup("1", "a", "{a,b}", "b"))
+    assert rec.after == (1, "a", ["a", "b"], "b")
+    first = rec.schema
+    for label, values in (
+        ("c", ("2", "c", None, None)),
+        ("d", ("3", None, "{a,d}", None)),
+        ("e", ("4", None, None, "e")),
+    ):
+        labels.append(label)
+        lookups.clear()
+        rec = _one(d, b"I\0\0\0\x01N" + tup(*values))
+        assert lookups, values  # read again
+        assert [c.type.enum_labels for c in rec.schema.columns[1:]] == [tuple(labels)] * 3
+        assert rec.schema.columns[2].type.array_dims == 1
+    assert rec.schema != first
+    lookups.clear()
+    rec = _one(d, b"I\0\0\0\x01N" + tup("5", "zz", None, None))  # renamed since: passes on
+    assert rec.after == (5, "zz", None, None) and lookups
+    lookups.clear()
+    assert _one(d, b"I\0\0\0\x01N" + tup("6", "zz", None, None)).after[1] == "zz"
+    assert not lookups  # once

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from cdc_sync.records import (
     UNCHANGED,
     ChangeRecord,
     Column,
+    Kind,
     Op,
     PgLsn,
     RowProblem,
@@ -21,6 +23,7 @@ from cdc_sync.records import (
     TxBegin,
     TxCommit,
 )
+from cdc_sync.sources.postgres.enum_labels import NewLabel, checked
 from cdc_sync.sources.postgres.types import TypeResolver
 from cdc_sync.sources.postgres.values import Converter, unrepresentable
 
@@ -52,6 +55,8 @@ class _Rel:
     convs: tuple[Converter | None, ...]
     ncols: int
     ignored: bool
+    replident: str = ""
+    cols: tuple[tuple[bool, str, int, int], ...] = ()  # (key flag, name, type oid, typmod)
 
 
 def _cstring(data: bytes, pos: int) -> tuple[str, int]:
@@ -90,6 +95,7 @@ class PgOutputDecoder:
         self._drop = False  # rows of this transaction are not emitted (skipped or an echo)
         self._rows = 0
         self._problem: RowProblem | None = None  # set by _checked_tuple for the row just read
+        self._tolerated: set[str] = set()  # enum labels looked up and still unknown
         self._dispatch = {
             ord("B"): self._begin,
             ord("C"): self._commit,
@@ -184,8 +190,22 @@ class PgOutputDecoder:
             cols.append((bool(flags & 1), colname, typoid, typmod))
         schema, convs = self._build_schema(table, replident, cols)
         self._schemas[table] = schema
-        self._rels[relid] = _Rel(table, schema, convs, ncols, False)
+        self._rels[relid] = _Rel(table, schema, convs, ncols, False, replident, tuple(cols))
         return _NONE
+
+    def _relearn(self, rel: _Rel, label: str) -> None:
+        """A row holds an enum label added since ``rel`` was read (no message says so): its
+        columns' types are read again, so the record's schema names the label and the target
+        gets it before the row. A label still unknown (renamed since) is let through once."""
+        for _key, _name, typoid, _mod in rel.cols:
+            self._resolver.forget(typoid)
+        schema, convs = self._build_schema(rel.table, rel.replident, list(rel.cols))
+        enums = [c.type.enum_labels for c in schema.columns if c.type.kind is Kind.ENUM]
+        if not any(label in labels for labels in enums):
+            self._tolerated.add(label)
+            schema, convs = self._build_schema(rel.table, rel.replident, list(rel.cols))
+        self._schemas[rel.table] = schema
+        rel.schema, rel.convs = schema, convs
 
     def _build_schema(
         self, table: TableId, replident: str, cols: list[tuple[bool, str, int, int]]
@@ -196,6 +216,8 @@ class PgOutputDecoder:
         convs: list[Converter | None] = []
         for _key, name, typoid, typmod in cols:
             ctype, conv = self._resolver.resolve(typoid, typmod, str(table), name)
+            if ctype.kind is Kind.ENUM:
+                conv = checked(conv, ctype, self._tolerated)
             old = prev_cols.get(name)
             if old is not None and old.type.kind is ctype.kind and (
                 old.type == ctype or (ctype.array_dims == 1 and old.type.array_dims > 1
@@ -204,6 +226,12 @@ class PgOutputDecoder:
                 # Same column as known: keep nullability and array dims from the catalog,
                 # which the Relation message does not carry.
                 columns.append(old)
+            elif old is not None and old.type.kind is Kind.ENUM is ctype.kind:
+                # Labels added: the catalog's nullability and array dims still hold.
+                dims = old.type.array_dims if ctype.array_dims else 0
+                columns.append(
+                    Column(name, dataclasses.replace(ctype, array_dims=dims), old.nullable)
+                )
             else:
                 columns.append(Column(name, ctype, nullable=True))
             convs.append(conv)
@@ -264,6 +292,9 @@ class PgOutputDecoder:
                     raise PermanentError(f"{rel.table}: unsupported tuple data kind {kind!r}")
         except (ValueError, ArithmeticError):
             return self._checked_tuple(data, start, rel)
+        except NewLabel as e:
+            self._relearn(rel, e.label)
+            return self._tuple(data, start, rel)
         return tuple(out), pos
 
     def _checked_tuple(self, data: bytes, pos: int, rel: _Rel) -> tuple[tuple[object, ...], int]:
@@ -271,6 +302,7 @@ class PgOutputDecoder:
         'infinity', year > 9999): it is None and ``_problem`` names its column (the record
         is refused later, by ``on_error``)."""
         assert rel.schema is not None
+        start = pos
         pos += 2
         out: list[object] = []
         for i, conv in enumerate(rel.convs):
@@ -280,6 +312,9 @@ class PgOutputDecoder:
                 try:
                     text = data[pos + 5 : end].decode()
                     out.append(text if conv is None else conv(text))
+                except NewLabel as e:
+                    self._relearn(rel, e.label)
+                    return self._checked_tuple(data, start, rel)
                 except (ValueError, ArithmeticError):  # UnicodeDecodeError is a ValueError
                     out.append(None)
                     if self._problem is None:

@@ -112,8 +112,17 @@ class TypeResolver:
         self._cache: dict[int, PgType | None] = {}
 
     def forget(self, oid: int) -> None:
-        """A Type message announced this oid again: enum labels may have changed."""
-        self._cache.pop(oid, None)
+        """A Type message announced this oid again: enum labels may have changed. pgoutput
+        announces a column's own type only, so an array's element and a domain's base are
+        forgotten too: an enum array whose enum gained a label kept the old labels, and rows
+        using the new one became dead letters."""
+        for _ in range(12):  # a chain of domains / arrays; a cycle would be a catalog bug
+            t = self._cache.pop(oid, None)
+            if t is None:
+                return
+            oid = t.elem or (t.base if t.typtype == "d" else 0)
+            if not oid:
+                return
 
     def _get(self, oid: int) -> PgType | None:
         if oid in BUILTIN:
