@@ -7,9 +7,6 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-import pytest
-
-from cdc_sync.errors import RowLevelError
 from cdc_sync.records import TableId
 from cdc_sync.sources.mysql import columns as ct
 from cdc_sync.sources.mysql.columns import ColumnSpec
@@ -73,10 +70,17 @@ def test_zero_date_is_not_null() -> None:
     assert re.search(r"db\.t: column 'd' \(date\) holds a zero", problem.reason)
     assert "2020" not in problem.reason
     assert dec.rows(ok) == [(5, date(2020, 2, 29))] and dec.problems == {}
-    # Bytes that cannot be decoded at all still stop the event, naming the column.
+    # Text bytes its character set does not define: that row's problem (a dead letter by
+    # on_error), naming column and charset, never the bytes; the next image decodes.
     text = [ColumnSpec("v", ct.VARCHAR, False, max_length=40, charset="utf8mb4")]
-    with pytest.raises(RowLevelError, match=r"db\.t: column 'v'"):
-        RowDecoder(TableId("db", "t"), text).rows(bytes([0, 2]) + b"\xff\xfe")
+    dec = RowDecoder(TableId("db", "t"), text)
+    assert dec.rows(bytes([0, 2]) + b"\xff\xfe" + bytes([0, 2]) + b"ok") == [(None,), ("ok",)]
+    assert list(dec.problems) == [0] and dec.problems[0].column == "v"
+    assert "not valid utf8mb4 text" in dec.problems[0].reason
+    # MySQL's latin1 holds the five bytes Windows-1252 leaves undefined: C1 controls.
+    latin1 = [ColumnSpec("v", ct.VARCHAR, False, max_length=40, charset="latin1")]
+    raw = bytes([0, 6]) + bytes([0x81, 0x8D, 0x8F, 0x90, 0x9D, 0x80])
+    assert RowDecoder(TableId("db", "t"), latin1).rows(raw) == [("\x81\x8d\x8f\x90\x9d€",)]
 
 
 def test_maria_gtid_state() -> None:

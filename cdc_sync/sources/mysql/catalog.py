@@ -10,7 +10,7 @@ from typing import Any
 from cdc_sync.errors import CdcSyncError, PermanentError, UnsupportedTypeError
 from cdc_sync.records import TableId, TableSchema
 from cdc_sync.sources.mysql import columns as ct
-from cdc_sync.sources.mysql.columns import ColumnSpec, build_schema
+from cdc_sync.sources.mysql.columns import ColumnSpec, build_schema, check_charset
 
 _BY_NAME = {
     "tinyint": ct.TINY, "smallint": ct.SHORT, "mediumint": ct.INT24, "int": ct.LONG,
@@ -184,6 +184,9 @@ def read_schemas(
         try:
             if bad:
                 raise UnsupportedTypeError(str(table), str(bad[0][0]), bad[0][1])
+            for s in specs:
+                if isinstance(s, ColumnSpec):
+                    check_charset(table, s)
             schemas[table] = build_schema(
                 table, [s for s in specs if isinstance(s, ColumnSpec)], key
             )

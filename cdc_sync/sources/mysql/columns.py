@@ -6,10 +6,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymysql.charset import charset_by_name
-
 from cdc_sync.errors import NoKeyError, PermanentError, UnsupportedTypeError
 from cdc_sync.records import Column, ColumnType, Kind, TableId, TableSchema
+from cdc_sync.sources.mysql.charsets import codec, unsupported_fix
 
 # MySQL field type codes as they appear in the binlog (include/field_types.h).
 TINY, SHORT, LONG, FLOAT, DOUBLE, TIMESTAMP, LONGLONG, INT24 = 1, 2, 3, 4, 5, 7, 8, 9
@@ -21,6 +20,7 @@ _INTS = {TINY: Kind.TINYINT, SHORT: Kind.SMALLINT, INT24: Kind.MEDIUMINT, LONG: 
 _INTS[LONGLONG] = Kind.BIGINT
 _INT_NAMES = {TINY: "tinyint", SHORT: "smallint", INT24: "mediumint", LONG: "int"}
 _INT_NAMES[LONGLONG] = "bigint"
+_TEXT_TYPES = frozenset({VARCHAR, STRING, BLOB})
 _BLOB_BYTES = {1: 255, 2: 65535, 3: 16777215, 4: None}
 _BLOB_NAMES = {1: "tiny", 2: "", 3: "medium", 4: "long"}
 # Bytes per character, to turn a table map's byte length into VARCHAR(n) / CHAR(n).
@@ -61,8 +61,12 @@ class ColumnSpec:
 
     @property
     def encoding(self) -> str:
-        cs = charset_by_name(self.charset) if self.charset else None
-        return str(cs.encoding) if cs else "utf-8"
+        if not self.charset:
+            return "utf-8"
+        found = codec(self.charset)
+        if found is None:  # refused before any reader is built (check_charset)
+            raise PermanentError(f"column {self.name!r}: no decoder for {self.charset}")
+        return found
 
     @property
     def binary(self) -> bool:
@@ -114,7 +118,21 @@ def specs_from_table_map(
                 display_width=1 if t == TINY and c.name in tinyint1 else 0,
             )
         )
+    for spec in out:
+        check_charset(table, spec)
     return tuple(out)
+
+
+def check_charset(table: TableId, spec: ColumnSpec) -> None:
+    """Refuses, by table, column and character set, text Python cannot decode exactly."""
+    cs = spec.charset
+    if cs and cs != "binary" and spec.type in _TEXT_TYPES and codec(cs) is None:
+        raise UnsupportedTypeError(
+            str(table),
+            spec.name,
+            f"{spec.type_name()} CHARACTER SET {cs}",
+            unsupported_fix(table, cs),
+        )
 
 
 def _charset(col: Any) -> str | None:

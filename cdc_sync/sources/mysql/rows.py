@@ -55,6 +55,15 @@ def zero_date(table: TableId, column: str, type_name: str) -> RowProblem:
     )
 
 
+def bad_text(table: TableId, column: str, type_name: str, charset: str | None) -> RowProblem:
+    """A row's refusal for text bytes its character set does not define; never the bytes."""
+    return RowProblem(
+        column,
+        f"table {table}: column {column!r} ({type_name}) holds bytes that are not valid "
+        f"{charset} text; fix the row at the source or convert the column to utf8mb4",
+    )
+
+
 def _fixed(st: struct.Struct) -> Reader:
     unpack, size = st.unpack_from, st.size
 
@@ -71,13 +80,26 @@ def _int24(signed: bool) -> Reader:
     return read
 
 
+class BadTextError(ValueError):
+    """Bytes a text column's character set does not define (a single-byte set with holes,
+    bytes written under a lax sql_mode): one row's problem, not the pipeline's. ``end`` as
+    for :class:`ZeroDateError`."""
+
+    def __init__(self, end: int) -> None:
+        super().__init__()
+        self.end = end
+
+
 def _string(prefix: int, encoding: str | None, pad_to: int = 0) -> Reader:
     def read(d: bytes, o: int) -> tuple[object, int]:
         n = int.from_bytes(d[o : o + prefix], "little")
         o += prefix
         raw = d[o : o + n]
         if encoding is not None:
-            return raw.decode(encoding), o + n
+            try:
+                return raw.decode(encoding), o + n
+            except UnicodeDecodeError:
+                raise BadTextError(o + n) from None
         # BINARY(n): the server strips trailing zero bytes in the row image; they are part
         # of the value (BINARY pads with 0x00), so put them back.
         return (raw.ljust(pad_to, b"\x00") if pad_to else bytes(raw)), o + n
@@ -358,13 +380,17 @@ class RowDecoder:
                 continue
             try:
                 v, o = read(d, o)
-            except ZeroDateError as e:
+            except (ZeroDateError, BadTextError) as e:
                 s = self.specs[i]
                 if e.end < 0:  # the generic readers always know where the value ends
                     raise self._undecodable(s, e) from None
                 v, o = None, e.end
                 if index not in self.problems:  # the row's first such column names it
-                    self.problems[index] = zero_date(self.table, s.name, s.type_name())
+                    self.problems[index] = (
+                        zero_date(self.table, s.name, s.type_name())
+                        if isinstance(e, ZeroDateError)
+                        else bad_text(self.table, s.name, s.type_name(), s.charset)
+                    )
             except (UnicodeDecodeError, ValueError, IndexError) as e:
                 raise self._undecodable(self.specs[i], e) from None
             append(v)
