@@ -285,3 +285,25 @@ def test_an_enum_label_added_since_the_relation_is_read_from_the_catalog() -> No
     lookups.clear()
     assert _one(d, b"I\0\0\0\x01N" + tup("6", "zz", None, None)).after[1] == "zz"
     assert not lookups  # once
+
+
+def test_a_configured_table_under_another_name_is_followed_or_stops() -> None:
+    """By oid: renamed back since → its changes are the table's; still renamed → a stop that
+    names both names (never a skip: the checkpoint would move past its changes)."""
+    from cdc_sync.sources.postgres.relnames import RelationNames  # noqa: PLC0415
+
+    now = {16384: T}
+    names = RelationNames({16384: T}, now.get)
+    renamed = TableId("public", "crm_tmp")
+    d = PgOutputDecoder(TypeResolver(), [T], names=names)
+    d.decode(relation(16384, renamed, COLS), 1)  # renamed back since: followed
+    d.decode(begin(10), 10)
+    rec = _one(d, b"I\0\0\x40\0N" + tup("1", "x", "1", None, None))
+    assert rec.table == T
+    assert names.configured(99, renamed) == renamed  # another relation: as named
+    now[16384] = renamed
+    with pytest.raises(PermanentError, match=r"public\.crm was renamed to public\.crm_tmp"):
+        RelationNames({16384: T}, now.get).configured(16384, renamed)
+    del now[16384]
+    with pytest.raises(PermanentError, match="dropped since"):
+        RelationNames({16384: T}, now.get).configured(16384, renamed)

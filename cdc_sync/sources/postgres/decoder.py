@@ -24,6 +24,7 @@ from cdc_sync.records import (
     TxCommit,
 )
 from cdc_sync.sources.postgres.enum_labels import NewLabel, checked
+from cdc_sync.sources.postgres.relnames import RelationNames
 from cdc_sync.sources.postgres.types import TypeResolver
 from cdc_sync.sources.postgres.values import Converter, unrepresentable
 
@@ -79,8 +80,11 @@ class PgOutputDecoder:
         known: Mapping[TableId, TableSchema] | None = None,
         resume_after: int = 0,
         skip_origins: Collection[str] = (),
+        *,
+        names: RelationNames | None = None,
     ) -> None:
         self._resolver = resolver
+        self._names = names  # configured tables by oid: see RelationNames
         # Transactions a two-way link's other direction applied here (loop prevention): their
         # rows are dropped, their begin / commit still pass so positions move on.
         self._skip_origins = frozenset(skip_origins)
@@ -177,6 +181,8 @@ class PgOutputDecoder:
         (ncols,) = _U16(data, pos + 1)
         pos += 3
         table = TableId(nsp or "pg_catalog", name)
+        if self._names is not None:
+            table = self._names.configured(relid, table)
         if self._tables is not None and table not in self._tables:
             self._rels[relid] = _Rel(table, None, (), ncols, True)
             return _NONE

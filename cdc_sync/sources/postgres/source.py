@@ -22,7 +22,7 @@ from cdc_sync.records import (
     TableSchema,
 )
 from cdc_sync.sources.base import SourceHealth
-from cdc_sync.sources.postgres import admin, fetch, health, pubopts, snapshot
+from cdc_sync.sources.postgres import admin, fetch, health, pubopts, relnames, snapshot
 from cdc_sync.sources.postgres.backfill import backfill as pg_backfill
 from cdc_sync.sources.postgres.catalog import lookup_type, read_schemas, warn_generated
 from cdc_sync.sources.postgres.decoder import PgOutputDecoder
@@ -274,6 +274,20 @@ class PostgresSource:
         except psycopg.Error as e:
             raise classify(e, f"cannot write the watermark into {self._signal}") from e
 
+    def _relation_names(self) -> relnames.RelationNames:
+        try:
+            oids = relnames.table_oids(self._catalog(), list(self._schemas))
+        except psycopg.Error as e:
+            raise classify(e, "cannot read the source catalog") from e
+
+        def name_now(oid: int) -> TableId | None:
+            try:
+                return relnames.relation_name(self._catalog(), oid)
+            except psycopg.Error as e:
+                raise classify(e, "cannot read the source catalog") from e
+
+        return relnames.RelationNames(oids, name_now)
+
     def stream(self, resume_after: Position | None) -> Iterator[SourceEvent]:
         resume = _as_lsn(resume_after, "the checkpoint")
         if not self._schemas:
@@ -281,8 +295,9 @@ class PostgresSource:
         start = resume.value if resume else 0
         self._check_slot(resume)
         decoder = PgOutputDecoder(
-            self._resolver, list(self._schemas), self._schemas, start, self._skip_origins
-        )
+            self._resolver, list(self._schemas), self._schemas, start, self._skip_origins,
+            names=self._relation_names(),
+        )  # fmt: skip
         self.close_stream()
         stream = ReplicationStream(
             self._dsn, self._slot, self._publication, self._poll, self._status_interval
