@@ -34,6 +34,7 @@ from cdc_sync.sinks.sql.mysql_collation import (
     exact_collation,
 )
 from cdc_sync.sinks.sql.mysql_labels import labels, merged_labels
+from cdc_sync.sinks.sql.mysql_merge import TooWide, merged_number
 from cdc_sync.sinks.sql.mysql_types import MySqlTypes, key_budgets
 
 _COLUMNS = sa.text(
@@ -307,9 +308,10 @@ class MySqlTableMaker:
                 alter.append(f"ADD COLUMN {_ident(col.name)} {spec} NULL{default}")
                 if literal is None and (fill is None or value is not None):
                     p.added.append(col.name)
-            elif (change := self._reconcile(col, have, spec, target)) is not None:
-                alter.append(change)
-                p.widening.append((col.name, have.column_type, spec))
+            elif (now := self._reconcile(col, have, spec, target)) is not None:
+                keep = have.keep_collation() + (" NULL" if have.nullable else " NOT NULL")
+                alter.append(f"MODIFY COLUMN {_ident(col.name)} {now}{keep}")
+                p.widening.append((col.name, have.column_type, now))
             elif _pads(_normal(have.column_type), _normal(spec)):
                 p.padded.append((col.name, have.column_type, spec))
         if p.added and self._empty(conn, target):
@@ -379,8 +381,8 @@ class MySqlTableMaker:
     def _reconcile(
         self, col: Column, have: ExistingColumn, spec: str, target: TableId
     ) -> str | None:
-        """None when the existing column holds every source value exactly, else the MODIFY
-        that widens an ENUM / SET by new labels; PermanentError when it cannot."""
+        """None when the existing column holds every source value exactly, else the type to
+        MODIFY it to (an ENUM / SET with new labels, a wider type); PermanentError when none."""
         want, got = _normal(spec), _normal(have.column_type)
         kind = col.type.kind
         if want == got:
@@ -391,13 +393,12 @@ class MySqlTableMaker:
             return None  # any string fits
         if kind is Kind.BOOLEAN and got.startswith("tinyint"):
             return None
-        null = "NULL" if have.nullable else "NOT NULL"
         if (
             kind in (Kind.ENUM, Kind.SET)
             and have.data_type == kind.value
             and set(labels(have.column_type)) <= set(col.type.enum_labels)
         ):
-            return f"MODIFY COLUMN {_ident(col.name)} {spec}{have.keep_collation()} {null}"
+            return spec
         holds = _holds(got, want)  # the existing type holds every value of the source's?
         if holds is True:
             return None  # e.g. the source narrowed varchar(40) to varchar(20)
@@ -410,7 +411,14 @@ class MySqlTableMaker:
         if holds is False and (_holds(want, got) is True or _pads(want, got)):
             # The source widened (MODIFY varchar(20) -> varchar(40), int -> bigint): rows
             # written after its ALTER would not fit. Every existing value fits the new type.
-            return f"MODIFY COLUMN {_ident(col.name)} {spec}{have.keep_collation()} {null}"
+            return spec
+        try:
+            # Neither holds the other: a type holding both, as a PostgreSQL target widens to.
+            now = merged_number(got, want)
+        except TooWide as e:
+            now, spec = None, f"{e} to hold the values of both, wider than DECIMAL(65,30)"
+        if now is not None:
+            return None if now == got else now
         raise PermanentError(
             f"target table {target}: column {col.name!r} has type {have.column_type}, but the "
             f"source column is {col.type.source_name or col.type.kind.value} (needs {spec}); "
