@@ -33,6 +33,7 @@ from cdc_sync.runtime.backfills import read_now
 from cdc_sync.runtime.events import EVENTS
 from cdc_sync.runtime.link import NO_CHECK
 from cdc_sync.runtime.loop_commit import Batch, CommitLoop
+from cdc_sync.runtime.retyped import warn_retyped
 from cdc_sync.runtime.rules import masked_pk, rule_letter, source_letter
 from cdc_sync.runtime.stop import STOP_GRACE_SECONDS
 from cdc_sync.transforms import RuleError, TableTransform
@@ -45,28 +46,6 @@ def log_schema(log: Any, table: TableId, schema: TableSchema, target: TableId) -
     """DEBUG: a table's target-shaped columns (names and types, never values)."""
     cols = [f"{c.name} {c.type.source_name or c.type.kind.value}" for c in schema.columns]
     log.debug("table_schema", table=str(table), target=str(target), columns=cols, key=schema.key)
-
-
-def warn_retyped(log: Any, table: TableId, old: TableSchema, new: TableSchema) -> None:
-    """WARNING per column whose type changed while streaming: the ALTER may have rewritten
-    every row's value (PostgreSQL ``USING``, a MySQL ``MODIFY`` that rounds or truncates)
-    without sending one change, and the target keeps what it had for those rows."""
-    was = {c.name: c.type for c in old.columns}
-    for c in new.columns:
-        before = was.get(c.name)
-        if before is None or before == c.type:
-            continue
-        log.warning(
-            "source_column_type_changed",
-            table=str(table),
-            column=c.name,
-            from_type=before.source_name or before.kind.value,
-            to_type=c.type.source_name or c.type.kind.value,
-            why="an ALTER that changes a column's type may rewrite the values of rows it does "
-            "not send as changes (a USING expression, rounding, truncation); the target keeps "
-            "the old values of those rows",
-            fix=f"cdc-sync verify -c <config> -p <pipeline> --table {table} --repair",
-        )
 
 
 class PipelineLoop(CommitLoop):
