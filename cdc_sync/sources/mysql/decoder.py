@@ -245,6 +245,10 @@ class BinlogDecoder:
             for table, what in ddl_effects(query, default):
                 if table in self._tables:
                     self.on_ddl(table, what, self.position())
+                    if what == "dropped" and not tx.skip:
+                        # A table of that name exists again (on_ddl stops otherwise): the
+                        # dropped one's rows are gone at the source, as by a TRUNCATE.
+                        out += self._emptied(table, tx)
         return out + self._commit()
 
     def _truncate(self, schema_raw: Any, m: re.Match[str], tx: _Tx) -> list[SourceEvent]:
@@ -252,6 +256,10 @@ class BinlogDecoder:
         second = (m.group(3) or "").replace("``", "`") or m.group(4)
         default = schema_raw.decode() if isinstance(schema_raw, bytes) else str(schema_raw)
         table = TableId(first, second) if second else TableId(default, first)
+        return self._emptied(table, tx)
+
+    def _emptied(self, table: TableId, tx: _Tx) -> list[SourceEvent]:
+        """A TRUNCATE record for a configured table whose rows are all gone."""
         schema = self._latest.get(table)
         if table not in self._tables or schema is None:
             return []
