@@ -58,3 +58,29 @@ def warn_retyped(log: Any, table: TableId, old: TableSchema, new: TableSchema) -
             "the old values of those rows",
             fix=f"cdc-sync verify -c <config> -p <pipeline> --table {table} --repair",
         )
+
+
+def warn_renamed(
+    log: Any, table: TableId, target: TableId, old: TableSchema, new: TableSchema
+) -> None:
+    """WARNING when one column left the source's schema and one of the same kind came in
+    the same change: a RENAME COLUMN (or a drop and an add). The daemon renames nothing in
+    the target, so the old column keeps its values and the new one is NULL in every row the
+    source has not changed since; without this nothing said so."""
+    gone = [c for c in old.columns if c.name not in new.names]
+    came = [c for c in new.columns if c.name not in old.names]
+    if len(gone) != 1 or len(came) != 1 or gone[0].type.kind is not came[0].type.kind:
+        return
+    a, b = gone[0].name, came[0].name
+    log.warning(
+        "source_column_renamed",
+        table=str(table),
+        target_table=str(target),
+        column=a,
+        new_column=b,
+        why=f"column {a!r} left the source table and {b!r} of the same type came in the same "
+        f"change (RENAME COLUMN, or a drop and an add): the target keeps {a!r} with its values "
+        f"and has {b!r} NULL in the rows the source has not changed since",
+        fix=f"if it was renamed: copy the values in the target (UPDATE … SET {b} = {a}) or run "
+        f"cdc-sync verify -c <config> -p <pipeline> --table {table} --repair",
+    )

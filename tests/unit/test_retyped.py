@@ -42,3 +42,23 @@ def test_enum_labels_only_added_are_no_type_change_renamed_ones_are() -> None:
     renamed = ColumnType(Kind.ENUM, enum_name="mood", enum_labels=("x", "b"), source_name="mood")
     assert _warned(e, added) == []
     assert _warned(e, renamed) == [("mood (a, b)", "mood (x, b)")]
+
+
+def test_a_column_gone_and_one_of_its_kind_come_is_flagged_as_a_rename() -> None:
+    from cdc_sync.runtime.retyped import warn_renamed  # noqa: PLC0415
+
+    def cols(*names: str) -> TableSchema:
+        kinds = {"id": Kind.INTEGER, "v": Kind.TEXT, "w": Kind.TEXT, "n": Kind.INTEGER}
+        return TableSchema(T, tuple(Column(x, ColumnType(kinds[x])) for x in names), ("id",))
+
+    target = TableId("public", "t_copy")
+    log = Log()
+    warn_renamed(log, T, target, cols("id", "v"), cols("id", "w"))
+    (e,) = log.events
+    assert (e["event"], e["column"], e["new_column"]) == ("source_column_renamed", "v", "w")
+    assert e["target_table"] == "public.t_copy" and "--repair" in e["fix"]
+    for old, new in [(("id", "v"), ("id", "v", "w")), (("id", "v"), ("id", "n")),
+                     (("id", "v", "n"), ("id", "w"))]:  # fmt: skip
+        log = Log()
+        warn_renamed(log, T, target, cols(*old), cols(*new))
+        assert log.events == [], (old, new)  # an add, another kind, two gone
