@@ -31,6 +31,7 @@ from cdc_sync.sinks.sql.ddl_notes import (
     missing_namespace,
     missing_pg_type,
     no_key_index,
+    nullable_at_source,
     row_type_target,
     widened,
 )
@@ -221,28 +222,36 @@ class TableMaker:
             if have.identity == "a":
                 self._by_default(conn, target, col.name)
             self._check_type(conn, col, have, target)
+        relaxed = nullable_at_source(schema)
         for name, have in existing.items():
-            if have.needs_value and name not in schema.names:
-                self._make_nullable(conn, schema, target, name, have)
+            if have.needs_value and (name not in schema.names or name in relaxed):
+                self._make_nullable(conn, schema, target, name, have, name in relaxed)
 
-    def _make_nullable(
-        self, conn: sa.Connection, schema: TableSchema, target: TableId, name: str, have: _Existing
+    def _make_nullable(  # noqa: PLR0917
+        self,
+        conn: sa.Connection,
+        schema: TableSchema,
+        target: TableId,
+        name: str,
+        have: _Existing,
+        relaxed: bool = False,
     ) -> None:
         """A NOT NULL column without a default that the source no longer sends (dropped at
         the source, or never there: a DBA's column): every insert or update would be refused
         (and become a dead letter). The README's promise is that such a column stays, NULL in
         new rows; so its NOT NULL goes, logged at WARNING. Never for a primary key column."""
-        problem = missing_column_problem(target, name, have.in_pk, schema.key)
+        problem = None if relaxed else missing_column_problem(target, name, have.in_pk, schema.key)
         if problem is not None:
             raise PermanentError(problem)
         self._ddl(
             conn,
             target,
             f"ALTER TABLE {_qualified(target)} ALTER COLUMN {quote_ident(name)} DROP NOT NULL",
-            f"column {name!r} is NOT NULL without a default and the source table no longer "
-            "has it, so every row written would be refused",
+            f"column {name!r} is NOT NULL without a default and the source "
+            + ("column allows NULL" if relaxed else "table no longer has it")
+            + ", so rows would be refused",
         )
-        made_nullable(target, name)
+        made_nullable(target, name, relaxed)
 
     def _by_default(self, conn: sa.Connection, target: TableId, name: str) -> None:
         """A pre-made target (e.g. from the source's pg_dump) with an ALWAYS identity the

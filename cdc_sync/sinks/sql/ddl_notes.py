@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cdc_sync import logs
 from cdc_sync.errors import PermanentError
-from cdc_sync.records import PgTypeName, TableId
+from cdc_sync.records import PgTypeName, TableId, TableSchema
 
 
 def _warn(event: str, target: TableId, column: str, **fields: str) -> None:
@@ -37,16 +37,31 @@ def widened(target: TableId, column: str, was: str, now: str) -> None:
     )
 
 
-def made_nullable(target: TableId, column: str) -> None:
+def made_nullable(target: TableId, column: str, source_allows_null: bool = False) -> None:
     """Logged at WARNING: the daemon dropped a target column's NOT NULL (never values)."""
     _warn(
         "target_column_made_nullable",
         target,
         column,
-        why="the column is NOT NULL without a default and the source table has no such "
+        why=RELAXED_WHY
+        if source_allows_null
+        else "the column is NOT NULL without a default and the source table has no such "
         "column (dropped at the source, or one only the target has): rows written from now "
         "on leave it NULL, rows already there keep their values",
     )
+
+
+def nullable_at_source(schema: TableSchema) -> frozenset[str]:
+    """Source columns that allow NULL (never a key column): a target column NOT NULL
+    without a default refuses their rows with NULL, so it is made nullable as well."""
+    return frozenset(c.name for c in schema.columns if c.nullable and c.name not in schema.key)
+
+
+RELAXED_WHY = (
+    "the column is NOT NULL without a default and the source column allows NULL (its NOT NULL "
+    "was dropped at the source, or only the target has it): the source's rows with NULL there "
+    "would be refused; they are written as they are"
+)
 
 
 def added_without_backfill(target: TableId, column: str) -> None:

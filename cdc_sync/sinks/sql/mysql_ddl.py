@@ -24,6 +24,7 @@ from cdc_sync.sinks.sql.ddl_notes import (
     missing_column_problem,
     missing_namespace,
     no_key_index,
+    nullable_at_source,
     widened,
 )
 from cdc_sync.sinks.sql.errors import mysql_errno
@@ -100,6 +101,7 @@ class _Plan:
     widening: list[tuple[str, str, str]] = field(default_factory=list)  # column, was, now
     added: list[str] = field(default_factory=list)  # columns added to a table with rows
     nullable: list[str] = field(default_factory=list)  # columns whose NOT NULL is dropped
+    relaxed: list[str] = field(default_factory=list)  # of those: the source's allows NULL
     why: dict[str, str] = field(default_factory=dict)  # statement -> why it is needed
     padded: list[tuple[str, str, str]] = field(default_factory=list)  # column, target, source
 
@@ -257,7 +259,7 @@ class MySqlTableMaker:
         for column in p.added:
             added_without_backfill(target, column)
         for column in p.nullable:
-            made_nullable(target, column)
+            made_nullable(target, column, column in p.relaxed)
 
     def plan(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> list[str]:
         """The DDL statements ``target`` needs ([] when none); PermanentError on conflicts."""
@@ -317,14 +319,17 @@ class MySqlTableMaker:
         if p.added and self._empty(conn, target):
             p.added = []  # no row to backfill
         relax: list[str] = []
+        relaxed = nullable_at_source(schema)
         for name, have in existing.items():
-            if not have.needs_value or name in schema.names:
+            if not have.needs_value or (name in schema.names and name not in relaxed):
                 continue
             # A NOT NULL column without a default the source no longer sends (dropped at the
-            # source, or a DBA's): every row would be refused (1364). It stays, NULL in new
-            # rows: the same type, character set, collation and comment, only nullable.
-            problem = missing_column_problem(target, name, have.in_pk, schema.key)
-            if problem is not None:
+            # source, or a DBA's), or whose source column allows NULL now: rows would be
+            # refused (1364, 1048). It stays, the same type, character set, collation and
+            # comment, only nullable.
+            if name in relaxed:
+                p.relaxed.append(name)
+            elif problem := missing_column_problem(target, name, have.in_pk, schema.key):
                 raise PermanentError(problem)
             change = (
                 f"MODIFY COLUMN {quote_mysql(name)} {have.column_type}{have.keep_collation()} "
@@ -341,8 +346,8 @@ class MySqlTableMaker:
             p.ddl.append(table + ", ".join(relax))
             p.why[p.ddl[-1]] = (
                 f"column(s) {', '.join(repr(c) for c in p.nullable)} are NOT NULL without a "
-                "default and the source table no longer has them, so every row written "
-                "would be refused"
+                "default and the source table no longer has them (or they allow NULL there), "
+                "so rows written would be refused"
             )
         return p
 

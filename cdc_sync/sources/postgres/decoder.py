@@ -194,7 +194,10 @@ class PgOutputDecoder:
             (typmod,) = _I32(data, pos + 4)
             pos += 8
             cols.append((bool(flags & 1), colname, typoid, typmod))
-        schema, convs = self._build_schema(table, replident, cols)
+        # Re-sent for a known table (after an ALTER): a column may allow NULL now.
+        known = self._names is not None and table in self._schemas
+        relaxed = self._names.nullable(relid) if known and self._names else frozenset()
+        schema, convs = self._build_schema(table, replident, cols, relaxed)
         self._schemas[table] = schema
         self._rels[relid] = _Rel(table, schema, convs, ncols, False, replident, tuple(cols))
         return _NONE
@@ -214,7 +217,11 @@ class PgOutputDecoder:
         rel.schema, rel.convs = schema, convs
 
     def _build_schema(
-        self, table: TableId, replident: str, cols: list[tuple[bool, str, int, int]]
+        self,
+        table: TableId,
+        replident: str,
+        cols: list[tuple[bool, str, int, int]],
+        relaxed: frozenset[str] = frozenset(),
     ) -> tuple[TableSchema, tuple[Converter | None, ...]]:
         prev = self._schemas.get(table)
         prev_cols = {c.name: c for c in prev.columns} if prev else {}
@@ -225,6 +232,8 @@ class PgOutputDecoder:
             if ctype.kind is Kind.ENUM:
                 conv = checked(conv, ctype, self._tolerated)
             old = prev_cols.get(name)
+            if old is not None and not old.nullable and name in relaxed:
+                old = Column(name, old.type, nullable=True)  # DROP NOT NULL at the source
             if old is not None and old.type.kind is ctype.kind and (
                 old.type == ctype or (ctype.array_dims == 1 and old.type.array_dims > 1
                                       and old.type.element() == ctype.element())

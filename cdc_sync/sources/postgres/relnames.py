@@ -23,6 +23,16 @@ def table_oids(conn: Conn, tables: Sequence[TableId]) -> dict[int, TableId]:
     return {int(str(oid)): TableId(str(s), str(t)) for oid, s, t in rows}
 
 
+def nullable_columns(conn: Conn, oid: int) -> frozenset[str]:
+    """The relation's columns that allow NULL now."""
+    rows = conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+        "AND NOT attisdropped AND NOT attnotnull",
+        (oid,),
+    ).fetchall()
+    return frozenset(str(r[0]) for r in rows)
+
+
 def relation_name(conn: Conn, oid: int) -> TableId | None:
     """The relation's name now (None: dropped since)."""
     row = conn.execute(
@@ -44,11 +54,21 @@ class RelationNames:
     names, so that renaming it back and starting again replays them."""
 
     def __init__(
-        self, oids: Mapping[int, TableId], name_now: Callable[[int], TableId | None]
+        self,
+        oids: Mapping[int, TableId],
+        name_now: Callable[[int], TableId | None],
+        nullable_now: Callable[[int], frozenset[str]] | None = None,
     ) -> None:
         self._oids = dict(oids)
         self._name_now = name_now
+        self._nullable_now = nullable_now
         self._followed: dict[int, TableId] = {}
+
+    def nullable(self, relid: int) -> frozenset[str]:
+        """Columns that allow NULL now. A Relation message carries no nullability, so a
+        DROP NOT NULL at the source was invisible while streaming: the target kept its NOT
+        NULL and every row with a NULL there became a dead letter."""
+        return self._nullable_now(relid) if self._nullable_now is not None else frozenset()
 
     def configured(self, relid: int, named: TableId) -> TableId:
         """The table to decode ``relid``'s changes as (``named`` unless it is a configured

@@ -286,7 +286,13 @@ class PostgresSource:
             except psycopg.Error as e:
                 raise classify(e, "cannot read the source catalog") from e
 
-        return relnames.RelationNames(oids, name_now)
+        def nullable_now(oid: int) -> frozenset[str]:
+            try:
+                return relnames.nullable_columns(self._catalog(), oid)
+            except psycopg.Error as e:
+                raise classify(e, "cannot read the source catalog") from e
+
+        return relnames.RelationNames(oids, name_now, nullable_now)
 
     def stream(self, resume_after: Position | None) -> Iterator[SourceEvent]:
         resume = _as_lsn(resume_after, "the checkpoint")
