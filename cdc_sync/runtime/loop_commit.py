@@ -214,14 +214,20 @@ class CommitLoop:
             _Committing(done, position, 0, 0, datetime.now(UTC), now, Counter())
         )
 
-    def _widen(self, schema: TableSchema, target: TableId, fill: BackfillOf | None) -> None:
+    def _widen(
+        self,
+        schema: TableSchema,
+        target: TableId,
+        fill: BackfillOf | None,
+        relax: frozenset[str] = frozenset(),
+    ) -> None:
         """PostgreSQL: DDL inside the open target transaction (it is transactional there).
         MySQL / MariaDB commit DDL implicitly, so it may only run where that commits nothing
         half-done: never in the middle of a source transaction (invariant 1)."""
         self._flush()
         sink, conn = self.sink, self.conn
         if not is_mysql(conn):
-            self._writer.submit(lambda: sink.ensure_table(conn, schema, target, fill))
+            self._writer.submit(lambda: sink.ensure_table(conn, schema, target, fill, relax=relax))
             return
         if self._tx_changes == 0:
             # Between source transactions (always so for a MySQL source, whose DDL commits on
@@ -235,7 +241,7 @@ class CommitLoop:
                 conn.commit()  # only reads can be open here
                 if tag is not None:
                     tag.ended()
-                sink.ensure_table(conn, schema, target, fill)
+                sink.ensure_table(conn, schema, target, fill, relax=relax)
 
             self._writer.submit(clean_ddl)
             return
@@ -244,10 +250,10 @@ class CommitLoop:
             # A PostgreSQL source's transactional DDL, rows already written: never split the
             # source transaction. Roll back, widen, and restart from the checkpoint; the
             # retry re-applies everything after it and finds the table already widened.
-            if not sink.ddl_would_commit(conn, schema, target):
+            if not sink.ddl_would_commit(conn, schema, target, relax=relax):
                 return
             conn.rollback()
-            sink.ensure_table(conn, schema, target, fill)
+            sink.ensure_table(conn, schema, target, fill, relax=relax)
             raise TransientError(
                 f"target table {target}: schema changed inside a source transaction; table "
                 "widened, restarting from the checkpoint"

@@ -33,7 +33,7 @@ from cdc_sync.runtime.backfills import read_now
 from cdc_sync.runtime.events import EVENTS
 from cdc_sync.runtime.link import NO_CHECK
 from cdc_sync.runtime.loop_commit import Batch, CommitLoop
-from cdc_sync.runtime.retyped import warn_renamed, warn_retyped
+from cdc_sync.runtime.retyped import relaxed_columns, warn_renamed, warn_retyped
 from cdc_sync.runtime.rules import masked_pk, rule_letter, source_letter
 from cdc_sync.runtime.stop import STOP_GRACE_SECONDS
 from cdc_sync.transforms import RuleError, TableTransform
@@ -305,7 +305,8 @@ class PipelineLoop(CommitLoop):
             if known is not None:
                 warn_retyped(self.log, table, known, schema)
                 warn_renamed(self.log, table, target, known, schema)
-            self._widen(schema, target, read_now(self.source, table, tt, known))
+            relax = relaxed_columns(known, schema) if known is not None else frozenset()
+            self._widen(schema, target, read_now(self.source, table, tt, known), relax)
         self._schemas[table] = schema
 
     def _source_refused(

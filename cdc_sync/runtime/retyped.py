@@ -84,3 +84,11 @@ def warn_renamed(
         fix=f"if it was renamed: copy the values in the target (UPDATE … SET {b} = {a}) or run "
         f"cdc-sync verify -c <config> -p <pipeline> --table {table} --repair",
     )
+
+
+def relaxed_columns(old: TableSchema, new: TableSchema) -> frozenset[str]:
+    """Columns whose NOT NULL the source dropped while streaming: the target's NOT NULL goes
+    too, or every row with NULL there would be a dead letter. Only a change seen happen: a
+    target NOT NULL met at start may be the DBA's own constraint, which stays."""
+    was = {c.name: c.nullable for c in old.columns}
+    return frozenset(c.name for c in new.columns if c.nullable and was.get(c.name) is False)

@@ -31,7 +31,6 @@ from cdc_sync.sinks.sql.ddl_notes import (
     missing_namespace,
     missing_pg_type,
     no_key_index,
-    nullable_at_source,
     row_type_target,
     widened,
 )
@@ -187,6 +186,8 @@ class TableMaker:
         schema: TableSchema,
         target: TableId,
         backfill: BackfillOf | None = None,
+        *,
+        relax: frozenset[str] = frozenset(),
     ) -> None:
         qualified = _qualified(target)
         # First: PostgreSQL 15's to_regclass fails on a schema that does not exist.
@@ -222,7 +223,7 @@ class TableMaker:
             if have.identity == "a":
                 self._by_default(conn, target, col.name)
             self._check_type(conn, col, have, target)
-        relaxed = nullable_at_source(schema)
+        relaxed = relax - set(schema.key)  # the source's NOT NULL just dropped
         for name, have in existing.items():
             if have.needs_value and (name not in schema.names or name in relaxed):
                 self._make_nullable(conn, schema, target, name, have, name in relaxed)

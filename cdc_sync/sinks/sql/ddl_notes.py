@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cdc_sync import logs
 from cdc_sync.errors import PermanentError
-from cdc_sync.records import PgTypeName, TableId, TableSchema
+from cdc_sync.records import PgTypeName, TableId
 
 
 def _warn(event: str, target: TableId, column: str, **fields: str) -> None:
@@ -49,12 +49,6 @@ def made_nullable(target: TableId, column: str, source_allows_null: bool = False
         "column (dropped at the source, or one only the target has): rows written from now "
         "on leave it NULL, rows already there keep their values",
     )
-
-
-def nullable_at_source(schema: TableSchema) -> frozenset[str]:
-    """Source columns that allow NULL (never a key column): a target column NOT NULL
-    without a default refuses their rows with NULL, so it is made nullable as well."""
-    return frozenset(c.name for c in schema.columns if c.nullable and c.name not in schema.key)
 
 
 RELAXED_WHY = (

@@ -24,7 +24,6 @@ from cdc_sync.sinks.sql.ddl_notes import (
     missing_column_problem,
     missing_namespace,
     no_key_index,
-    nullable_at_source,
     widened,
 )
 from cdc_sync.sinks.sql.errors import mysql_errno
@@ -211,9 +210,11 @@ class MySqlTableMaker:
         schema: TableSchema,
         target: TableId,
         backfill: BackfillOf | None = None,
+        *,
+        relax: frozenset[str] = frozenset(),
     ) -> None:
         was_open = conn.in_transaction()
-        p = self._plan(conn, schema, target, backfill)
+        p = self._plan(conn, schema, target, backfill, relax)
         for column, have, source in p.padded:
             logs.get("cdc_sync.sinks").warning(
                 "target_column_pads_binary",
@@ -261,9 +262,15 @@ class MySqlTableMaker:
         for column in p.nullable:
             made_nullable(target, column, column in p.relaxed)
 
-    def plan(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> list[str]:
+    def plan(
+        self,
+        conn: sa.Connection,
+        schema: TableSchema,
+        target: TableId,
+        relax: frozenset[str] = frozenset(),
+    ) -> list[str]:
         """The DDL statements ``target`` needs ([] when none); PermanentError on conflicts."""
-        return self._plan(conn, schema, target).ddl
+        return self._plan(conn, schema, target, relax=relax).ddl
 
     def _plan(
         self,
@@ -271,6 +278,7 @@ class MySqlTableMaker:
         schema: TableSchema,
         target: TableId,
         backfill: BackfillOf | None = None,
+        relax: frozenset[str] = frozenset(),
     ) -> _Plan:
         """``plan``'s statements, and what they change (logged once the DDL has run)."""
         where = {"s": target.schema, "t": target.name}
@@ -318,8 +326,8 @@ class MySqlTableMaker:
                 p.padded.append((col.name, have.column_type, spec))
         if p.added and self._empty(conn, target):
             p.added = []  # no row to backfill
-        relax: list[str] = []
-        relaxed = nullable_at_source(schema)
+        loosen: list[str] = []
+        relaxed = relax - set(schema.key)  # the source's NOT NULL just dropped
         for name, have in existing.items():
             if not have.needs_value or (name in schema.names and name not in relaxed):
                 continue
@@ -335,15 +343,15 @@ class MySqlTableMaker:
                 f"MODIFY COLUMN {quote_mysql(name)} {have.column_type}{have.keep_collation()} "
                 f"NULL{have.keep_comment()}"
             )
-            relax.append(change.replace("%", "%%"))  # all of it as information_schema has it
+            loosen.append(change.replace("%", "%%"))  # all of it as information_schema has it
             p.nullable.append(name)
         table = f"ALTER TABLE {_table(target)} "
         if alter:
             p.ddl.append(table + ", ".join(alter))
             p.why[p.ddl[-1]] = "the source table has columns (or wider types) the target lacks"
-        if relax:
+        if loosen:
             # A statement of its own, so that a refusal names exactly this one.
-            p.ddl.append(table + ", ".join(relax))
+            p.ddl.append(table + ", ".join(loosen))
             p.why[p.ddl[-1]] = (
                 f"column(s) {', '.join(repr(c) for c in p.nullable)} are NOT NULL without a "
                 "default and the source table no longer has them (or they allow NULL there), "

@@ -127,18 +127,23 @@ class SqlSink:
         schema: TableSchema,
         target: TableId,
         backfill: BackfillOf | None = None,
+        *,
+        relax: frozenset[str] = frozenset(),
     ) -> None:
         """Create ``target`` like the source table (columns, types, NOT NULL, primary key =
         ``schema.key``), or add the source columns it lacks. A type that cannot be reconciled,
         a missing key index, or a missing table with ``create_tables`` off is a
         PermanentError naming table and column. ``backfill(column)``: the value the rows
-        already there get in an added column (None: unknown, they get NULL and a WARNING)."""
+        already there get in an added column (None: unknown, they get NULL and a WARNING).
+        ``relax``: columns whose NOT NULL the source just dropped; the target's goes too."""
         try:
             if is_mysql(conn):
-                MySqlTableMaker(self.create_tables).ensure(conn, schema, target, backfill)
+                MySqlTableMaker(self.create_tables).ensure(
+                    conn, schema, target, backfill, relax=relax
+                )
             else:
                 TableMaker(mapper_for(conn.dialect.name), self.create_tables).ensure(
-                    conn, schema, target, backfill
+                    conn, schema, target, backfill, relax=relax
                 )
         except CdcSyncError:
             raise
@@ -168,13 +173,20 @@ class SqlSink:
             return str(classify_db_error(e, target))
         return None
 
-    def ddl_would_commit(self, conn: sa.Connection, schema: TableSchema, target: TableId) -> bool:
+    def ddl_would_commit(
+        self,
+        conn: sa.Connection,
+        schema: TableSchema,
+        target: TableId,
+        *,
+        relax: frozenset[str] = frozenset(),
+    ) -> bool:
         """True when ``ensure_table`` must run DDL that would commit the open transaction:
         MySQL / MariaDB only (PostgreSQL DDL is transactional). Reads, never writes."""
         if not is_mysql(conn):
             return False
         try:
-            return bool(MySqlTableMaker(self.create_tables).plan(conn, schema, target))
+            return bool(MySqlTableMaker(self.create_tables).plan(conn, schema, target, relax))
         except CdcSyncError:
             raise
         except (sa.exc.DBAPIError, pymysql.MySQLError) as e:
