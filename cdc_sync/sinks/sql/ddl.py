@@ -141,6 +141,19 @@ def _needs_widening(ct: ColumnType, spelled: str) -> bool:
     return False
 
 
+def _holding_ints(ct: ColumnType, spelled: str) -> ColumnType | None:
+    """A source column now numeric(p,s) (or numeric) over a target integer column: the
+    numeric type holding both, as a MariaDB target merges them (integer digits of either,
+    the source's scale); None for any other pair."""
+    digits = _SOURCE_DIGITS.get(spelled) if spelled != "numeric" else None
+    if digits is None or ct.kind is not Kind.NUMERIC or ct.array_dims:
+        return None
+    if ct.precision is None:
+        return ct  # unconstrained numeric holds every integer
+    scale = ct.scale or 0
+    return dataclasses.replace(ct, precision=max(digits, ct.precision - scale) + scale)
+
+
 def _merged(ct: ColumnType, spelled: str) -> ColumnType:
     """The source's new type, keeping whatever the target already admits beyond it (numeric
     (12,4) widened for a source numeric(14,2) becomes numeric(14,4), never loses scale)."""
@@ -352,6 +365,10 @@ class TableMaker:
         if as_text(col.type):
             raise PermanentError(row_type_target(target, col.name, have.spelled))
         if _holds_ints(col.type, base, have.spelled):
+            return
+        if (num := _holding_ints(col.type, have.spelled)) is not None:
+            # int -> numeric(p,s) at the source: the target keeps its integers' digits.
+            self._alter_type(conn, Column(col.name, num), target, have.spelled)
             return
         if (
             not col.type.array_dims
