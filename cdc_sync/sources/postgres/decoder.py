@@ -195,8 +195,8 @@ class PgOutputDecoder:
             pos += 8
             cols.append((bool(flags & 1), colname, typoid, typmod))
         # Re-sent for a known table (after an ALTER): a column may allow NULL now.
-        known = self._names is not None and table in self._schemas
-        relaxed = self._names.nullable(relid) if known and self._names else frozenset()
+        names = self._names
+        relaxed = names.nullable(relid) if names and table in self._schemas else frozenset()
         schema, convs = self._build_schema(table, replident, cols, relaxed)
         self._schemas[table] = schema
         self._rels[relid] = _Rel(table, schema, convs, ncols, False, replident, tuple(cols))
